@@ -1,0 +1,9 @@
+#![doc = include_str!("../README.md")]
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod consts;
+pub mod summary;
+
+pub use summary::{FREE_CHUNK_SUM, PallocSum, merge_summaries};
