@@ -4,6 +4,8 @@
 #![warn(missing_docs)]
 
 pub mod consts;
+pub mod pagecache;
+pub mod ranges;
 pub mod summary;
 
 pub use summary::{FREE_CHUNK_SUM, PallocSum, merge_summaries};

@@ -1,0 +1,448 @@
+//! A per-CPU cache of up to 64 free pages that allocates without the allocator's lock.
+//! Go: `mpagecache.go`.
+//!
+//! The allocator hands a CPU one 64-page-aligned block at a time: the free pages of one
+//! word of a chunk bitmap. While the cache holds them they are marked allocated in the
+//! global bitmap, so only the owning CPU can hand them out, and it needs no lock to do so.
+//!
+//! Follows the structure of Go's `src/runtime/mpagecache.go` (Copyright The Go Authors,
+//! BSD-style licence; see the crate README).
+
+use crate::consts::{PAGE_CACHE_PAGES, PAGE_SIZE};
+
+/// Free pages of one 64-page-aligned block, owned by one CPU. Go: `pageCache`.
+///
+/// Invariants:
+/// * `base` is a multiple of `PAGE_CACHE_PAGES * PAGE_SIZE` (256 KiB), so the block is one
+///   word of a chunk bitmap;
+/// * bit `i` of `cache` is set iff page `base + i * PAGE_SIZE` is free and owned by this
+///   cache; the global bitmap shows every page of the block as allocated while the cache
+///   holds it;
+/// * `scav` is a subset of `cache`: bit `i` of `scav` set means that page is free and
+///   scavenged. Go's scavenged pages have been returned to the OS; in this kernel
+///   "scavenged" means the page is known to be zero, so a caller that wants zeroed memory
+///   can skip clearing it.
+///
+/// The default value is an empty cache (`cache == 0`).
+#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
+pub struct PageCache {
+    base: u64,
+    cache: u64,
+    scav: u64,
+}
+
+/// Ones in the low `n` bits; all 64 when `n >= 64`, where `(1 << n) - 1` would overflow.
+const fn low_mask(n: usize) -> u64 {
+    if n >= 64 { !0 } else { (1 << n) - 1 }
+}
+
+// TODO: use pallocbits::find_bit_range64
+/// The index of the lowest run of `n` one bits in `c`, or a value of at least 64 if there
+/// is none. `n` must be in `1..=64`. Go: `findBitRange64`.
+fn find_bit_range64(mut c: u64, n: usize) -> usize {
+    debug_assert!((1..=64).contains(&n));
+    // Shrinking every run of ones by `n - 1` from its top leaves a one exactly where a run
+    // of at least `n` ones starts. Each shift widens the gaps between runs, so the next
+    // shift may be twice as long; this takes log2(n) steps instead of n - 1.
+    let mut left = n - 1;
+    let mut step = 1;
+    while left > 0 {
+        let shift = left.min(step);
+        c &= c >> shift;
+        if c == 0 {
+            return 64;
+        }
+        left -= shift;
+        step *= 2;
+    }
+    c.trailing_zeros() as usize
+}
+
+impl PageCache {
+    /// A cache of the block at `base`, with free pages `cache` and of those the scavenged
+    /// (known-zero) pages `scav`. Go: `NewPageCache` (export_test.go).
+    ///
+    /// `base` must be 64-page aligned and `scav` a subset of `cache`; debug builds check
+    /// both.
+    pub const fn new(base: u64, cache: u64, scav: u64) -> PageCache {
+        debug_assert!(
+            base.is_multiple_of(PAGE_CACHE_PAGES as u64 * PAGE_SIZE),
+            "pagealloc: page cache base is not 64-page aligned"
+        );
+        debug_assert!(
+            scav & !cache == 0,
+            "pagealloc: page cache has scavenged pages it does not own"
+        );
+        PageCache { base, cache, scav }
+    }
+
+    /// The address of the block's first page. Go: `(*PageCache).Base` (export_test.go).
+    pub const fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// Bit `i` set: page `i` of the block is free in the cache. Go: `(*PageCache).Cache`.
+    pub const fn cache(&self) -> u64 {
+        self.cache
+    }
+
+    /// Bit `i` set: page `i` of the block is free and scavenged. Go: `(*PageCache).Scav`.
+    pub const fn scav(&self) -> u64 {
+        self.scav
+    }
+
+    /// Whether the cache holds no free page. Go: `(*pageCache).empty`.
+    pub const fn is_empty(&self) -> bool {
+        self.cache == 0
+    }
+
+    /// The number of free pages the cache holds.
+    pub const fn free_pages(&self) -> usize {
+        self.cache.count_ones() as usize
+    }
+
+    /// Takes the lowest run of `npages` free pages out of the cache. Go:
+    /// `(*pageCache).alloc`.
+    ///
+    /// Returns the address of the run's first page and how many of its pages were
+    /// scavenged (known to be zero), or `None` if the cache holds no such run, or if
+    /// `npages` is 0 or more than 64.
+    ///
+    /// # Deviation from Go
+    /// Go reports the scavenged part in bytes and signals failure with address 0; here it
+    /// is a page count and failure is `None`. Go gives `npages == 0` no meaning.
+    pub fn alloc(&mut self, npages: usize) -> Option<(u64, usize)> {
+        if npages == 0 || npages > PAGE_CACHE_PAGES || self.cache == 0 {
+            return None;
+        }
+        if npages == 1 {
+            // Most requests are for one page; the lowest free one needs no search.
+            let i = self.cache.trailing_zeros();
+            let scav_pages = ((self.scav >> i) & 1) as usize;
+            self.cache &= !(1 << i);
+            self.scav &= !(1 << i);
+            return Some((self.base + u64::from(i) * PAGE_SIZE, scav_pages));
+        }
+        self.alloc_n(npages)
+    }
+
+    /// The general case of [`alloc`](Self::alloc), for `npages` in `2..=64`. Go:
+    /// `(*pageCache).allocN`.
+    fn alloc_n(&mut self, npages: usize) -> Option<(u64, usize)> {
+        let i = find_bit_range64(self.cache, npages);
+        if i >= PAGE_CACHE_PAGES {
+            return None;
+        }
+        // `low_mask` because `npages` may be 64, where the run is the whole block.
+        let mask = low_mask(npages) << i;
+        let scav_pages = (self.scav & mask).count_ones() as usize;
+        self.cache &= !mask;
+        self.scav &= !mask;
+        Some((self.base + i as u64 * PAGE_SIZE, scav_pages))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::consts::PALLOC_CHUNK_BYTES;
+
+    /// A 64-page-aligned, non-zero block (the first page of chunk 512).
+    const BASE: u64 = 512 * PALLOC_CHUNK_BYTES;
+
+    fn page(i: u64) -> Option<u64> {
+        Some(BASE + i * PAGE_SIZE)
+    }
+
+    #[test]
+    fn accessors() {
+        let c = PageCache::new(BASE, 0xf0f0, 0x3030);
+        assert_eq!((c.base(), c.cache(), c.scav()), (BASE, 0xf0f0, 0x3030));
+        assert_eq!(c.free_pages(), 8);
+        assert!(!c.is_empty());
+        assert!(PageCache::new(BASE, 0, 0).is_empty());
+        assert_eq!(PageCache::new(BASE, !0, 0).free_pages(), 64);
+        assert!(PageCache::default().is_empty());
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "scavenged pages it does not own")]
+    fn new_rejects_scav_outside_cache() {
+        let _ = PageCache::new(BASE, 0x1, 0x3);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "not 64-page aligned")]
+    fn new_rejects_unaligned_base() {
+        let _ = PageCache::new(BASE + PAGE_SIZE, 0x1, 0);
+    }
+
+    /// Go: `TestPageCacheAlloc`, same case names. Each hit is `(npages, address, scavenged
+    /// pages)`, with Go's failures (address 0) as `None` and Go's scavenged bytes divided
+    /// by the page size.
+    #[test]
+    fn test_page_cache_alloc() {
+        type Hit = (usize, Option<u64>, usize);
+        let cases: Vec<(&str, PageCache, Vec<Hit>)> = Vec::from([
+            (
+                "Empty",
+                PageCache::new(BASE, 0, 0),
+                [1, 2, 3, 4, 5, 11, 12, 16, 27, 32, 43, 57, 64, 121]
+                    .iter()
+                    .map(|&n| (n, None, 0))
+                    .collect(),
+            ),
+            (
+                "Lo1",
+                PageCache::new(BASE, 0x1, 0x1),
+                Vec::from([(1, page(0), 1), (1, None, 0), (10, None, 0)]),
+            ),
+            (
+                // Go gives this case a scavenged bit outside the cache, which `new`
+                // rejects; build it directly to keep Go's check that the stray bit is
+                // never counted.
+                "Hi1",
+                PageCache {
+                    base: BASE,
+                    cache: 1 << 63,
+                    scav: 0x1,
+                },
+                Vec::from([(1, page(63), 0), (1, None, 0), (10, None, 0)]),
+            ),
+            (
+                "Swiss1",
+                PageCache::new(BASE, 0x2000_5555, 0x5505),
+                Vec::from([
+                    (2, None, 0),
+                    (1, page(0), 1),
+                    (1, page(2), 1),
+                    (1, page(4), 0),
+                    (1, page(6), 0),
+                    (1, page(8), 1),
+                    (1, page(10), 1),
+                    (1, page(12), 1),
+                    (1, page(14), 1),
+                    (1, page(29), 0),
+                    (1, None, 0),
+                    (10, None, 0),
+                ]),
+            ),
+            (
+                // A stray scavenged bit again, as in "Hi1".
+                "Lo2",
+                PageCache {
+                    base: BASE,
+                    cache: 0x3,
+                    scav: 0x2 << 62,
+                },
+                Vec::from([(2, page(0), 0), (2, None, 0), (1, None, 0)]),
+            ),
+            (
+                "Hi2",
+                PageCache::new(BASE, 0x3 << 62, 0x3 << 62),
+                Vec::from([(2, page(62), 2), (2, None, 0), (1, None, 0)]),
+            ),
+            (
+                "Swiss2",
+                PageCache::new(BASE, 0x3333 << 31, 0x3030 << 31),
+                Vec::from([
+                    (2, page(31), 0),
+                    (2, page(35), 2),
+                    (2, page(39), 0),
+                    (2, page(43), 2),
+                    (2, None, 0),
+                ]),
+            ),
+            (
+                "Hi53",
+                PageCache::new(BASE, low_mask(53) << 10, low_mask(16) << 10),
+                Vec::from([(53, page(10), 16), (53, None, 0), (1, None, 0)]),
+            ),
+            (
+                "Full53",
+                PageCache::new(BASE, !0, low_mask(16) << 10),
+                Vec::from([(53, page(0), 16), (53, None, 0), (1, page(53), 0)]),
+            ),
+            (
+                "Full64",
+                PageCache::new(BASE, !0, !0),
+                Vec::from([(64, page(0), 64), (64, None, 0), (1, None, 0)]),
+            ),
+            (
+                "FullMixed",
+                PageCache::new(BASE, !0, !0),
+                Vec::from([
+                    (5, page(0), 5),
+                    (7, page(5), 7),
+                    (1, page(12), 1),
+                    (23, page(13), 23),
+                    (63, None, 0),
+                    (3, page(36), 3),
+                    (3, page(39), 3),
+                    (3, page(42), 3),
+                    (12, page(45), 12),
+                    (11, None, 0),
+                    (4, page(57), 4),
+                    (4, None, 0),
+                    (6, None, 0),
+                    (36, None, 0),
+                    (2, page(61), 2),
+                    (3, None, 0),
+                    (1, page(63), 1),
+                    (4, None, 0),
+                    (2, None, 0),
+                    (62, None, 0),
+                    (1, None, 0),
+                ]),
+            ),
+        ]);
+        for (name, mut c, hits) in cases {
+            for (k, &(npages, want_addr, want_scav)) in hits.iter().enumerate() {
+                let got = c.alloc(npages);
+                let want = want_addr.map(|a| (a, want_scav));
+                assert_eq!(got, want, "case {name}, hit #{k}: alloc({npages})");
+            }
+        }
+    }
+
+    /// `alloc(64)` needs the all-ones mask, which `(1 << 64) - 1` cannot express.
+    #[test]
+    fn alloc_64_takes_a_full_cache() {
+        let mut c = PageCache::new(BASE, !0, 0x8000_0000_0000_0001);
+        assert_eq!(c.alloc(64), Some((BASE, 2)));
+        assert_eq!((c.cache(), c.scav()), (0, 0));
+        assert!(c.is_empty());
+
+        // One missing page anywhere makes 64 impossible and leaves the cache alone.
+        for hole in [0, 31, 63] {
+            let mut c = PageCache::new(BASE, !(1 << hole), 0);
+            assert_eq!(c.alloc(64), None);
+            assert_eq!(c, PageCache::new(BASE, !(1 << hole), 0));
+        }
+    }
+
+    #[test]
+    fn bad_sizes_are_refused() {
+        let full = PageCache::new(BASE, !0, 0x00ff);
+        for npages in [0, 65, 121, usize::MAX] {
+            let mut c = full;
+            assert_eq!(c.alloc(npages), None, "alloc({npages})");
+            assert_eq!(c, full);
+        }
+    }
+
+    #[test]
+    fn failed_alloc_changes_nothing() {
+        let start = PageCache::new(BASE, 0x0f0f_0f0f, 0x0303_0303);
+        let mut c = start;
+        assert_eq!(c.alloc(5), None);
+        assert_eq!(c, start);
+        assert_eq!(c.alloc(4), Some((BASE, 2)));
+        assert_eq!(c.cache(), 0x0f0f_0f00);
+        assert_eq!(c.scav(), 0x0303_0300);
+    }
+
+    /// A tiny xorshift generator, so the randomized test repeats exactly.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    /// The model's `alloc`: scan every start for `npages` free pages, one bit at a time.
+    fn model_alloc(
+        free: &mut [bool; 64],
+        scav: &mut [bool; 64],
+        npages: usize,
+    ) -> Option<(u64, usize)> {
+        if npages == 0 || npages > 64 {
+            return None;
+        }
+        let start = (0..=64 - npages).find(|&s| free[s..s + npages].iter().all(|&f| f))?;
+        let scav_pages = scav[start..start + npages].iter().filter(|&&s| s).count();
+        free[start..start + npages].fill(false);
+        scav[start..start + npages].fill(false);
+        Some((BASE + start as u64 * PAGE_SIZE, scav_pages))
+    }
+
+    fn bits(flags: &[bool; 64]) -> u64 {
+        flags
+            .iter()
+            .enumerate()
+            .fold(0, |w, (i, &f)| w | (u64::from(f) << i))
+    }
+
+    #[test]
+    fn random_against_model() {
+        let mut r = Rng(0x2545_f491_4f6c_dd1d);
+        let (mut hits, mut misses) = (0, 0);
+        for _ in 0..2000 {
+            // Dense, sparse and mixed caches.
+            let cache = match r.next() % 3 {
+                0 => r.next() | r.next(),
+                1 => r.next() & r.next(),
+                _ => r.next(),
+            };
+            let scav = r.next() & cache;
+            let mut c = PageCache::new(BASE, cache, scav);
+            let mut free: [bool; 64] = core::array::from_fn(|i| cache >> i & 1 != 0);
+            let mut zeroed: [bool; 64] = core::array::from_fn(|i| scav >> i & 1 != 0);
+            for _ in 0..40 {
+                // Mostly small requests, as the allocator makes; sometimes any size,
+                // including the invalid 0 and 65.
+                let npages = match r.next() % 4 {
+                    0 => (r.next() % 66) as usize,
+                    _ => 1 + (r.next() % 8) as usize,
+                };
+                let got = c.alloc(npages);
+                let want = model_alloc(&mut free, &mut zeroed, npages);
+                assert_eq!(got, want, "alloc({npages}) from {cache:#x}");
+                if got.is_some() {
+                    hits += 1;
+                } else {
+                    misses += 1;
+                }
+                assert_eq!(c.cache(), bits(&free));
+                assert_eq!(c.scav(), bits(&zeroed));
+                assert_eq!(c.free_pages(), free.iter().filter(|&&f| f).count());
+                assert_eq!(c.is_empty(), !free.contains(&true));
+            }
+        }
+        assert!(
+            hits > 10_000 && misses > 10_000,
+            "{hits} hits, {misses} misses"
+        );
+    }
+
+    /// Checks the private copy of `find_bit_range64` against a per-bit scan.
+    #[test]
+    fn find_bit_range64_matches_scan() {
+        let mut r = Rng(0x1234_5678_9abc_def1);
+        let mut words = Vec::from([0, !0, 1, 1 << 63, !0 >> 1, !0 << 1, 0x5555_5555_5555_5555]);
+        for _ in 0..500 {
+            words.push(r.next() | r.next() | r.next());
+            words.push(r.next());
+        }
+        for &w in &words {
+            for n in 1..=64 {
+                let want = (0..=64 - n).find(|&s| (low_mask(n) << s) & !w == 0);
+                let got = find_bit_range64(w, n);
+                match want {
+                    Some(s) => assert_eq!(got, s, "find_bit_range64({w:#x}, {n})"),
+                    None => assert!(got >= 64, "find_bit_range64({w:#x}, {n}) = {got}"),
+                }
+            }
+        }
+    }
+}
