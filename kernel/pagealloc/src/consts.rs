@@ -97,7 +97,7 @@ const _: () = assert!(
     "x86_64 physical addresses have at most 52 bits"
 );
 const _: () = assert!(
-    PALLOC_CHUNK_PAGES % 64 == 0,
+    PALLOC_CHUNK_PAGES.is_multiple_of(64),
     "a chunk bitmap is whole 64-bit words"
 );
 const _: () = assert!(

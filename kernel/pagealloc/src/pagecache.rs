@@ -8,7 +8,13 @@
 //! Follows the structure of Go's `src/runtime/mpagecache.go` (Copyright The Go Authors,
 //! BSD-style licence; see the crate README).
 
-use crate::consts::{PAGE_CACHE_PAGES, PAGE_SIZE};
+use crate::consts::{PAGE_CACHE_PAGES, PAGE_SHIFT, PAGE_SIZE, SUMMARY_LEVELS};
+use crate::pagealloc::{ChunkIdx, MAX_SEARCH_ADDR, PageAlloc, RangeOpError, chunk_page_index};
+use crate::pallocbits::{find_bit_range64, low_mask};
+use crate::summary::PallocSum;
+
+/// The leaf level of the summary tree.
+const LEAF: usize = SUMMARY_LEVELS - 1;
 
 /// Free pages of one 64-page-aligned block, owned by one CPU. Go: `pageCache`.
 ///
@@ -24,38 +30,12 @@ use crate::consts::{PAGE_CACHE_PAGES, PAGE_SIZE};
 ///   can skip clearing it.
 ///
 /// The default value is an empty cache (`cache == 0`).
-#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
+/// Not `Copy`: a copy could be flushed after the original, returning pages twice.
+#[derive(Clone, PartialEq, Eq, Default, Debug)]
 pub struct PageCache {
     base: u64,
     cache: u64,
     scav: u64,
-}
-
-/// Ones in the low `n` bits; all 64 when `n >= 64`, where `(1 << n) - 1` would overflow.
-const fn low_mask(n: usize) -> u64 {
-    if n >= 64 { !0 } else { (1 << n) - 1 }
-}
-
-// TODO: use pallocbits::find_bit_range64
-/// The index of the lowest run of `n` one bits in `c`, or a value of at least 64 if there
-/// is none. `n` must be in `1..=64`. Go: `findBitRange64`.
-fn find_bit_range64(mut c: u64, n: usize) -> usize {
-    debug_assert!((1..=64).contains(&n));
-    // Shrinking every run of ones by `n - 1` from its top leaves a one exactly where a run
-    // of at least `n` ones starts. Each shift widens the gaps between runs, so the next
-    // shift may be twice as long; this takes log2(n) steps instead of n - 1.
-    let mut left = n - 1;
-    let mut step = 1;
-    while left > 0 {
-        let shift = left.min(step);
-        c &= c >> shift;
-        if c == 0 {
-            return 64;
-        }
-        left -= shift;
-        step *= 2;
-    }
-    c.trailing_zeros() as usize
 }
 
 impl PageCache {
@@ -139,6 +119,94 @@ impl PageCache {
         self.cache &= !mask;
         self.scav &= !mask;
         Some((self.base + i as u64 * PAGE_SIZE, scav_pages))
+    }
+}
+
+impl PageAlloc<'_> {
+    /// Takes the 64-page-aligned block that holds the first free page and hands its free
+    /// pages to a new cache; they count as allocated until the cache is flushed. An empty
+    /// cache means no page is free. Go: `(*pageAlloc).allocToCache`.
+    pub fn alloc_to_cache(&mut self) -> PageCache {
+        let (_, end) = self.chunk_bounds();
+        if ChunkIdx::of(self.search_addr()).0 >= end {
+            return PageCache::default();
+        }
+        let ci = ChunkIdx::of(self.search_addr());
+        // Fast path: the chunk under the search address has a free page.
+        let page = if self.summary_level(LEAF)[ci.0] != PallocSum::EMPTY {
+            let from = chunk_page_index(self.search_addr());
+            let Some((j, _)) = self.chunk_data(ci).and_then(|c| c.alloc.find(1, from)) else {
+                panic!("pagealloc: bad summary data: {ci} promised a free page from page {from}");
+            };
+            ci.base() + ((j as u64) << PAGE_SHIFT)
+        } else {
+            match self.find(1) {
+                Some((addr, _)) => addr,
+                None => {
+                    self.set_search_addr(MAX_SEARCH_ADDR);
+                    return PageCache::default();
+                }
+            }
+        };
+        let ci = ChunkIdx::of(page);
+        let base = page & !((PAGE_CACHE_PAGES as u64 * PAGE_SIZE) - 1);
+        let cpi = chunk_page_index(base);
+        let chunk = self.chunk_of_mut(ci);
+        let cache = !chunk.alloc.pages64(cpi);
+        let scav = chunk.scavenged.block64(cpi);
+        chunk.alloc.alloc_pages64(cpi, cache);
+        chunk.scavenged.clear_block64(cpi, cache & scav);
+        self.add_free_pages(-(cache.count_ones() as isize));
+        self.update(base, PAGE_CACHE_PAGES, false, true);
+        // The last page of the block, not the one after it: the search address must stay
+        // inside grown memory.
+        self.set_search_addr(base + (PAGE_CACHE_PAGES as u64 - 1) * PAGE_SIZE);
+        PageCache::new(base, cache, scav)
+    }
+}
+
+impl PageCache {
+    /// Returns the cache's pages to `pa` (with their zeroed bits) and empties the cache.
+    /// Go: `(*pageCache).flush`.
+    ///
+    /// # Deviation from Go
+    /// Go trusts the cache. Here a cache whose pages are not all allocated in `pa` (a
+    /// stale copy flushed twice, or a cache from another allocator) is refused with an
+    /// error, and nothing changes. The bits are returned a word at a time instead of one
+    /// page at a time.
+    pub fn flush(&mut self, pa: &mut PageAlloc<'_>) -> Result<(), RangeOpError> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let base = self.base;
+        let ci = ChunkIdx::of(base);
+        let cpi = chunk_page_index(base);
+        let Some(chunk) = pa.chunk_data(ci) else {
+            return Err(RangeOpError::NotGrown {
+                base,
+                npages: PAGE_CACHE_PAGES,
+                page: base,
+            });
+        };
+        let not_allocated = self.cache & !chunk.alloc.pages64(cpi);
+        if not_allocated != 0 {
+            let page = base + u64::from(not_allocated.trailing_zeros()) * PAGE_SIZE;
+            return Err(RangeOpError::NotAllocated {
+                base,
+                npages: PAGE_CACHE_PAGES,
+                page,
+            });
+        }
+        let chunk = pa.chunk_of_mut(ci);
+        chunk.alloc.clear_block64(cpi, self.cache);
+        chunk.scavenged.set_block64(cpi, self.scav);
+        pa.add_free_pages(self.cache.count_ones() as isize);
+        if base < pa.search_addr() {
+            pa.set_search_addr(base);
+        }
+        pa.update(base, PAGE_CACHE_PAGES, false, false);
+        *self = PageCache::default();
+        Ok(())
     }
 }
 
@@ -331,7 +399,7 @@ mod tests {
     fn bad_sizes_are_refused() {
         let full = PageCache::new(BASE, !0, 0x00ff);
         for npages in [0, 65, 121, usize::MAX] {
-            let mut c = full;
+            let mut c = full.clone();
             assert_eq!(c.alloc(npages), None, "alloc({npages})");
             assert_eq!(c, full);
         }
@@ -340,7 +408,7 @@ mod tests {
     #[test]
     fn failed_alloc_changes_nothing() {
         let start = PageCache::new(BASE, 0x0f0f_0f0f, 0x0303_0303);
-        let mut c = start;
+        let mut c = start.clone();
         assert_eq!(c.alloc(5), None);
         assert_eq!(c, start);
         assert_eq!(c.alloc(4), Some((BASE, 2)));
@@ -423,26 +491,5 @@ mod tests {
             hits > 10_000 && misses > 10_000,
             "{hits} hits, {misses} misses"
         );
-    }
-
-    /// Checks the private copy of `find_bit_range64` against a per-bit scan.
-    #[test]
-    fn find_bit_range64_matches_scan() {
-        let mut r = Rng(0x1234_5678_9abc_def1);
-        let mut words = Vec::from([0, !0, 1, 1 << 63, !0 >> 1, !0 << 1, 0x5555_5555_5555_5555]);
-        for _ in 0..500 {
-            words.push(r.next() | r.next() | r.next());
-            words.push(r.next());
-        }
-        for &w in &words {
-            for n in 1..=64 {
-                let want = (0..=64 - n).find(|&s| (low_mask(n) << s) & !w == 0);
-                let got = find_bit_range64(w, n);
-                match want {
-                    Some(s) => assert_eq!(got, s, "find_bit_range64({w:#x}, {n})"),
-                    None => assert!(got >= 64, "find_bit_range64({w:#x}, {n}) = {got}"),
-                }
-            }
-        }
     }
 }

@@ -1,0 +1,162 @@
+//! Test support, the counterpart of Go's `runtime/export_test.go`: build an allocator
+//! from a description of its chunks, read its state back, and compare two allocators
+//! bitmap by bitmap and summary by summary.
+//!
+//! Enabled by the `testutil` feature; other crates' tests and the benchmarks use it.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::consts::{PAGE_SHIFT, PALLOC_CHUNK_BYTES, PALLOC_CHUNK_PAGES, SUMMARY_LEVELS};
+use crate::pagealloc::{ChunkIdx, Contents, Metadata, MetadataLayout, PageAlloc};
+use crate::pallocbits::PallocData;
+pub use crate::pallocbits::{BitRange, make_palloc_bits, summarize_slow};
+use crate::summary::PallocSum;
+
+/// The chunk every Go test case is relative to: non-zero and 512-aligned, so that no
+/// case touches chunk 0 by accident. Go: `BaseChunkIdx` (0xc000 chunks from the arena
+/// base on 64-bit platforms). Here it is 96 GiB.
+pub const BASE_CHUNK_IDX: ChunkIdx = ChunkIdx(0xc000);
+
+/// The address of page `page` of chunk `c`. Go: `PageBase`.
+pub const fn page_base(c: ChunkIdx, page: usize) -> u64 {
+    c.base() + ((page as u64) << PAGE_SHIFT)
+}
+
+/// Allocator metadata on the heap, for tests and benchmarks.
+#[derive(Default)]
+pub struct HeapMetadata {
+    summaries: Vec<PallocSum>,
+    chunk_map: Vec<u32>,
+    chunks: Vec<PallocData>,
+}
+
+impl HeapMetadata {
+    /// Metadata sized for `layout`.
+    pub fn new(layout: &MetadataLayout) -> HeapMetadata {
+        HeapMetadata {
+            summaries: vec![PallocSum::EMPTY; layout.summary_entries()],
+            chunk_map: vec![0; layout.chunk_map_entries()],
+            chunks: vec![PallocData::default(); layout.chunk_entries()],
+        }
+    }
+
+    /// Borrows the arrays for [`PageAlloc::new`].
+    pub fn metadata(&mut self) -> Metadata<'_> {
+        Metadata {
+            summaries: &mut self.summaries,
+            chunk_map: &mut self.chunk_map,
+            chunks: &mut self.chunks,
+        }
+    }
+
+    /// Resizes the arrays for `layout` and builds an empty allocator in them.
+    pub fn page_alloc(&mut self, layout: MetadataLayout) -> PageAlloc<'_> {
+        *self = HeapMetadata::new(&layout);
+        PageAlloc::new(layout, self.metadata()).expect("metadata sized from its own layout")
+    }
+}
+
+/// Builds an allocator whose grown memory is exactly the listed chunks. In each chunk,
+/// the `scav` ranges are marked zeroed first and then the `chunks` ranges allocated,
+/// so a page in both ends up allocated and not zeroed. Without `scav`, no page is
+/// zeroed. Go: `NewPageAlloc`.
+pub fn new_page_alloc<'m>(
+    md: &'m mut HeapMetadata,
+    chunks: &[(ChunkIdx, &[BitRange])],
+    scav: Option<&[(ChunkIdx, &[BitRange])]>,
+) -> PageAlloc<'m> {
+    let limit = chunks
+        .iter()
+        .map(|(c, _)| c.base() + PALLOC_CHUNK_BYTES)
+        .max()
+        .unwrap_or(0);
+    let mut l1s: Vec<usize> = chunks.iter().map(|(c, _)| c.l1()).collect();
+    l1s.sort_unstable();
+    l1s.dedup();
+    let layout = MetadataLayout::new(limit, l1s.len()).expect("test layout");
+    let mut pa = md.page_alloc(layout);
+    for &(ci, _) in chunks {
+        pa.grow(ci.base(), PALLOC_CHUNK_BYTES, Contents::Unknown)
+            .unwrap_or_else(|e| panic!("test grow of {ci}: {e}"));
+    }
+    for &(ci, allocs) in chunks {
+        let zeroed = scav
+            .and_then(|s| s.iter().find(|(c, _)| *c == ci))
+            .map(|(_, r)| *r);
+        let chunk = pa.chunk_of_mut(ci);
+        for r in zeroed.unwrap_or(&[]).iter().filter(|r| r.n != 0) {
+            chunk.scavenged.set_range(r.i, r.n);
+        }
+        let mut newly_allocated = 0;
+        for r in allocs.iter().filter(|r| r.n != 0) {
+            newly_allocated += r.n - chunk.alloc.popcnt_range(r.i, r.n);
+            chunk.alloc_range(r.i, r.n);
+        }
+        pa.add_free_pages(-(newly_allocated as isize));
+        pa.update(ci.base(), PALLOC_CHUNK_PAGES, false, false);
+    }
+    pa
+}
+
+/// Sets the search address, for tests that start from a particular one.
+pub fn set_search_addr(pa: &mut PageAlloc<'_>, addr: u64) {
+    pa.set_search_addr(addr);
+}
+
+/// Compares two allocators: chunk bounds, every chunk's alloc and zeroed bitmaps, and
+/// every summary level. Returns a description of the first differences.
+/// Go: `checkPageAlloc` (which does not compare summaries).
+pub fn diff_page_alloc(want: &PageAlloc<'_>, got: &PageAlloc<'_>) -> Option<String> {
+    let mut out = String::new();
+    if want.bounds() != got.bounds() {
+        out += &format!("bounds: want {:?}, got {:?}\n", want.bounds(), got.bounds());
+    }
+    if let Some((start, end)) = want.bounds() {
+        for c in start.0..end.0 {
+            let ci = ChunkIdx(c);
+            match (want.chunk_data(ci), got.chunk_data(ci)) {
+                (None, None) => {}
+                (Some(w), Some(g)) => {
+                    if w.alloc != g.alloc {
+                        out += &format!("{ci} alloc bits: want {:?}, got {:?}\n", w.alloc, g.alloc);
+                    }
+                    if w.scavenged != g.scavenged {
+                        out += &format!(
+                            "{ci} zeroed bits: want {:?}, got {:?}\n",
+                            w.scavenged, g.scavenged
+                        );
+                    }
+                }
+                (w, g) => {
+                    out += &format!("{ci}: want bitmap {}, got {}\n", w.is_some(), g.is_some());
+                }
+            }
+        }
+    }
+    for l in 0..SUMMARY_LEVELS {
+        let (w, g) = (want.summary_level(l), got.summary_level(l));
+        for i in 0..w.len().max(g.len()) {
+            let ws = w.get(i).copied().unwrap_or(PallocSum::EMPTY);
+            let gs = g.get(i).copied().unwrap_or(PallocSum::EMPTY);
+            if ws != gs {
+                out += &format!("summary[{l}][{i}]: want {ws:?}, got {gs:?}\n");
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Panics with the differences if two allocators differ, and checks `got`'s
+/// invariants.
+#[track_caller]
+pub fn assert_page_alloc_eq(want: &PageAlloc<'_>, got: &PageAlloc<'_>) {
+    if let Some(d) = diff_page_alloc(want, got) {
+        panic!("page allocators differ:\n{d}");
+    }
+    if let Err(e) = got.check_invariants() {
+        panic!("invariant broken: {e}");
+    }
+}
