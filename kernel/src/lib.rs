@@ -1,0 +1,89 @@
+//! A small x86_64 kernel for teaching: it boots through the `bootloader` crate (BIOS or
+//! UEFI), prints over the serial port and tests itself in QEMU.
+//!
+//! The library holds everything; `main.rs` is the kernel binary, and each file in
+//! `kernel/tests/` is a test kernel that links this library.
+
+#![no_std]
+#![cfg_attr(test, no_main)]
+#![feature(abi_x86_interrupt)]
+#![feature(custom_test_frameworks)]
+#![test_runner(crate::testing::run_tests)]
+#![reexport_test_harness_main = "test_main"]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
+pub mod fmtbuf;
+pub mod gdt;
+pub mod interrupts;
+pub mod memory_map;
+pub mod pic;
+pub mod qemu;
+pub mod serial;
+pub mod testing;
+
+pub use bootloader_api;
+
+use bootloader_api::BootInfo;
+use bootloader_api::config::{BootloaderConfig, Mapping};
+use spin::Once;
+use x86_64::VirtAddr;
+
+/// How the bootloader sets up the kernel: besides the defaults, all of physical memory is
+/// mapped at an offset the bootloader chooses (memory management reaches frames through it).
+pub const BOOTLOADER_CONFIG: BootloaderConfig = {
+    let mut config = BootloaderConfig::new_default();
+    config.mappings.physical_memory = Some(Mapping::Dynamic);
+    config
+};
+
+static PHYSICAL_MEMORY_OFFSET: Once<VirtAddr> = Once::new();
+
+/// Sets up the CPU and the machine: GDT and TSS, IDT, PICs and timer; then enables
+/// interrupts. Also sorts the memory map by start address and records where physical
+/// memory is mapped.
+pub fn init(boot_info: &mut BootInfo) {
+    gdt::init();
+    interrupts::init();
+    boot_info.memory_regions.sort_unstable_by_key(|r| r.start);
+    if let Some(offset) = boot_info.physical_memory_offset.into_option() {
+        PHYSICAL_MEMORY_OFFSET.call_once(|| VirtAddr::new(offset));
+    }
+    x86_64::instructions::interrupts::enable();
+}
+
+/// Virtual address at which physical address 0 is mapped (all of physical memory follows
+/// it), once [`init`] has run.
+pub fn physical_memory_offset() -> Option<VirtAddr> {
+    PHYSICAL_MEMORY_OFFSET.get().copied()
+}
+
+/// Halts the CPU until the next interrupt, forever.
+pub fn hlt_loop() -> ! {
+    loop {
+        x86_64::instructions::hlt();
+    }
+}
+
+/// Panic handler of the kernel binary: print what happened and end the run with failure.
+pub fn panic_and_exit(info: &core::panic::PanicInfo) -> ! {
+    serial_println!("KERNEL PANIC: {info}");
+    qemu::exit_qemu(qemu::QemuExitCode::Failed)
+}
+
+#[cfg(test)]
+test_entry_point!();
+
+#[cfg(test)]
+mod tests {
+    #[test_case]
+    fn physical_memory_is_mapped() {
+        let offset = super::physical_memory_offset().expect("BOOTLOADER_CONFIG maps memory");
+        assert_eq!(
+            Some(offset.as_u64()),
+            crate::testing::boot_info()
+                .physical_memory_offset
+                .into_option()
+        );
+    }
+}
