@@ -39,10 +39,27 @@ Options (environment variable in brackets; a flag wins over the variable):
   -h, --help         show this help
   --                 everything after it goes to QEMU unchanged
 
+libtest's flags that `cargo test` may pass (--quiet, --nocapture, --test-threads N, ...)
+are accepted and ignored.
+
 Other environment variables:
   OVMF_PATH          UEFI firmware file (default /usr/share/ovmf/OVMF.fd)
   BOOT_QEMU          QEMU binary (default qemu-system-x86_64)
 ";
+
+/// libtest flags that `cargo test` may pass to a runner; ignored.
+const LIBTEST_FLAGS: &[&str] = &[
+    "-q",
+    "--quiet",
+    "--nocapture",
+    "--no-capture",
+    "--show-output",
+    "--exact",
+    "--ignored",
+    "--include-ignored",
+];
+/// libtest options with a value; ignored with their value.
+const LIBTEST_OPTIONS: &[&str] = &["--test-threads", "--color", "--format"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Firmware {
@@ -166,6 +183,12 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
                 timeout = parse_timeout(&v).map_err(|e| usage(format!("--timeout: {e}")))?;
             }
             "--qemu-arg" => qemu_args.push(value_of("--qemu-arg")?),
+            // `cargo test` hands libtest's flags to the runner (e.g. `cargo ktest -q` adds
+            // `--quiet`). They mean nothing to a kernel test run; accept and ignore them.
+            f if LIBTEST_FLAGS.contains(&f) => {}
+            f if LIBTEST_OPTIONS.contains(&f) => {
+                value_of(f)?;
+            }
             "--" => {
                 qemu_args.extend(it.by_ref().cloned());
                 break;
@@ -176,7 +199,8 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             _ => {
                 if let Some(first) = &kernel {
                     return Err(usage(format!(
-                        "one kernel only: got `{}` and `{arg}` (QEMU arguments go after `--`)",
+                        "one kernel only: got `{}` and `{arg}` (QEMU arguments go after `--`; \
+                         kernel tests cannot be filtered by name)",
                         first.display()
                     )));
                 }
@@ -349,6 +373,23 @@ mod tests {
         // Empty variables count as unset.
         let o = run(&["k"], &[("BOOT_MEMORY", ""), ("BOOT_UEFI", "")]).unwrap();
         assert_eq!((o.firmware, o.memory.as_str()), (Firmware::Bios, "512M"));
+    }
+
+    #[test]
+    fn libtest_flags_from_cargo_test_are_ignored() {
+        let o = run(
+            &[
+                "k",
+                "--quiet",
+                "--test-threads",
+                "1",
+                "--nocapture",
+                "--color=never",
+            ],
+            &[],
+        );
+        assert_eq!(o.unwrap(), run(&["k"], &[]).unwrap());
+        assert!(err(&["k", "some_test_name"], &[]).contains("cannot be filtered"));
     }
 
     #[test]
