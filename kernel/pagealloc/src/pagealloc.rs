@@ -887,6 +887,11 @@ impl<'m> PageAlloc<'m> {
         Ok(self.alloc_range_unchecked(base, npages))
     }
 
+    /// Checks that a non-empty, aligned range lies in grown memory.
+    pub(crate) fn check_grown(&self, base: u64, npages: usize) -> Result<(), RangeOpError> {
+        self.check_range(base, npages)
+    }
+
     /// Checks that a range is non-empty, page aligned and inside one grown range.
     fn check_range(&self, base: u64, npages: usize) -> Result<(), RangeOpError> {
         if npages == 0 {

@@ -188,6 +188,22 @@ impl PageCache {
                 page: base,
             });
         };
+        // Pages never grown also read as allocated: each run of cached pages must lie in
+        // grown memory too.
+        let mut rest = self.cache;
+        while rest != 0 {
+            let i = rest.trailing_zeros();
+            let n = (!(rest >> i)).trailing_zeros();
+            let run_base = base + u64::from(i) * PAGE_SIZE;
+            if let Err(RangeOpError::NotGrown { page, .. }) = pa.check_grown(run_base, n as usize) {
+                return Err(RangeOpError::NotGrown {
+                    base,
+                    npages: PAGE_CACHE_PAGES,
+                    page,
+                });
+            }
+            rest &= !(low_mask(n as usize) << i);
+        }
         let not_allocated = self.cache & !chunk.alloc.pages64(cpi);
         if not_allocated != 0 {
             let page = base + u64::from(not_allocated.trailing_zeros()) * PAGE_SIZE;

@@ -434,7 +434,6 @@ fn alloc_to_cache_exhausts_in_order() {
 /// grown that shares a block of the chunk map with a grown one. Both bitmaps show such
 /// pages as allocated, so the allocated check alone would accept the cache.
 #[test]
-#[ignore = "allocator gap: PageCache::flush checks only the alloc bits, so it accepts and frees never-grown pages that a bitmap covers (reported to the lead)"]
 fn flush_cache_of_ungrown_pages_with_bitmap() {
     fn grown(md: &mut HeapMetadata) -> PageAlloc<'_> {
         let layout = MetadataLayout::new(c(2).base(), 1).expect("layout");
