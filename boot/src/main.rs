@@ -26,7 +26,8 @@ fn main() -> ExitCode {
     match boot(&options) {
         Ok(outcome) => {
             if let Some(message) = outcome.message() {
-                eprintln!("boot: {}: {message}", kernel_name(&options.kernel));
+                // Start on a new line: the kernel's output may have stopped mid-line.
+                eprintln!("\nboot: {}: {message}", kernel_name(&options.kernel));
             }
             ExitCode::from(outcome.exit_code() as u8)
         }

@@ -35,7 +35,8 @@ impl<T: Fn()> Testable for T {
 /// The test runner: runs every test, prints the summary line and exits QEMU.
 pub fn run_tests(tests: &[&dyn Testable]) {
     TOTAL.store(tests.len(), Ordering::Relaxed);
-    serial_println!("running {} tests", tests.len());
+    let plural = if tests.len() == 1 { "" } else { "s" };
+    serial_println!("running {} test{plural}", tests.len());
     for test in tests {
         test.run();
         PASSED.fetch_add(1, Ordering::Relaxed);
