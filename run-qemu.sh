@@ -5,7 +5,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-readonly APT_PACKAGES="qemu-system-x86 ovmf"
+readonly APT_PACKAGES=(qemu-system-x86 ovmf)
 readonly OVMF_DEFAULT=/usr/share/ovmf/OVMF.fd
 
 # Kernel test runs that differ from the defaults (512M memory, 1 CPU, 30 s timeout), one run
@@ -100,9 +100,9 @@ ensure_qemu() {
   # Only the default locations come from the packages; a path the user chose is theirs.
   if [[ $(id -u) == 0 && -z ${BOOT_QEMU:-} && -z ${OVMF_PATH:-} && ${2:-} != installed ]] &&
     command -v apt-get >/dev/null; then
-    say "missing: ${missing[*]}; installing $APT_PACKAGES with apt-get..."
+    say "missing: ${missing[*]}; installing ${APT_PACKAGES[*]} with apt-get..."
     apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $APT_PACKAGES
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${APT_PACKAGES[@]}"
     ensure_qemu "$need_ovmf" installed
     return
   fi
@@ -110,9 +110,9 @@ ensure_qemu() {
   if [[ -n ${BOOT_QEMU:-} || -n ${OVMF_PATH:-} ]]; then
     say "BOOT_QEMU / OVMF_PATH point there; fix or unset them."
   elif [[ ${2:-} == installed ]]; then
-    say "apt-get installed $APT_PACKAGES, yet it is still missing."
+    say "apt-get installed ${APT_PACKAGES[*]}, yet it is still missing."
   else
-    say "Install it with:  sudo apt-get update && sudo apt-get install -y $APT_PACKAGES"
+    say "Install it with:  sudo apt-get update && sudo apt-get install -y ${APT_PACKAGES[*]}"
   fi
   exit 1
 }
