@@ -3,6 +3,7 @@
 //! it as the runner for every binary built for the kernel target. `boot --help` explains
 //! the options.
 
+mod filter;
 mod options;
 mod run;
 

@@ -1,8 +1,9 @@
 //! Disk images, the QEMU command line, and what QEMU's exit status means.
 
+use crate::filter::SerialFilter;
 use crate::options::{Firmware, Options};
 use std::fs;
-use std::io;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
@@ -230,6 +231,7 @@ pub fn run_qemu(options: &Options, image: &Path) -> Result<Outcome, String> {
         .args(&args)
         // The kernel reads no input; a terminal on stdin would only be put in raw mode.
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => format!(
@@ -240,23 +242,54 @@ pub fn run_qemu(options: &Options, image: &Path) -> Result<Outcome, String> {
             _ => format!("could not start QEMU (`{}`): {e}", options.qemu_binary),
         })?;
 
+    // Forward the serial output as it comes, cleaned (see `filter`). The thread ends when
+    // QEMU exits or is killed and the pipe closes.
+    let serial = child.stdout.take().expect("stdout is piped");
+    let forwarder = thread::spawn(move || forward(serial, &mut io::stdout()));
+
     let started = Instant::now();
-    loop {
+    let outcome = loop {
         if let Some(status) = child
             .try_wait()
             .map_err(|e| format!("waiting for QEMU: {e}"))?
         {
-            return Ok(Outcome::from_status(status));
+            break Outcome::from_status(status);
         }
         if let Some(limit) = options.timeout
             && started.elapsed() >= limit
         {
             let _ = child.kill();
             let _ = child.wait();
-            return Ok(Outcome::TimedOut(limit));
+            break Outcome::TimedOut(limit);
         }
         thread::sleep(Duration::from_millis(20));
+    };
+    let _ = forwarder.join();
+    Ok(outcome)
+}
+
+/// Copies `input` to `output` through a [`SerialFilter`], flushing every chunk so output
+/// appears as the kernel writes it.
+fn forward(mut input: impl Read, output: &mut impl Write) -> io::Result<()> {
+    let mut filter = SerialFilter::default();
+    let mut buf = [0u8; 4096];
+    let mut out = Vec::with_capacity(buf.len());
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        out.clear();
+        filter.feed(&buf[..n], &mut out);
+        output.write_all(&out)?;
+        output.flush()?;
     }
+    out.clear();
+    filter.finish(&mut out);
+    output.write_all(&out)?;
+    output.flush()
 }
 
 #[cfg(test)]
@@ -383,6 +416,17 @@ mod tests {
             err.contains("apt-get install -y qemu-system-x86 ovmf"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn forwarding_cleans_the_stream() {
+        let mut out = Vec::new();
+        forward(
+            &b"\x1b[2Jboot\r\nkernel: 1 passed, 0 failed\n"[..],
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out, b"boot\nkernel: 1 passed, 0 failed\n");
     }
 
     #[test]

@@ -64,7 +64,10 @@ pub fn panic_handler(info: &PanicInfo) -> ! {
     let passed = PASSED.load(Ordering::Relaxed);
     let not_run = TOTAL.load(Ordering::Relaxed).saturating_sub(passed + 1);
     if not_run > 0 {
-        serial_println!("{not_run} more tests not run: a test run stops at its first failure");
+        let plural = if not_run == 1 { "" } else { "s" };
+        serial_println!(
+            "{not_run} more test{plural} not run: a test run stops at its first failure"
+        );
     }
     finish(passed, 1)
 }
