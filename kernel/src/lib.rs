@@ -13,12 +13,16 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+extern crate alloc;
+
 pub mod fmtbuf;
 pub mod gdt;
 pub mod interrupts;
 pub mod memory_map;
+pub mod mm;
 pub mod pic;
 pub mod qemu;
+pub mod rng;
 pub mod serial;
 pub mod testing;
 
@@ -34,6 +38,9 @@ use x86_64::VirtAddr;
 pub const BOOTLOADER_CONFIG: BootloaderConfig = {
     let mut config = BootloaderConfig::new_default();
     config.mappings.physical_memory = Some(Mapping::Dynamic);
+    // Everything the bootloader places goes to the upper half: the lower half is for
+    // user address spaces.
+    config.mappings.dynamic_range_start = Some(0xffff_8000_0000_0000);
     config
 };
 
@@ -48,6 +55,9 @@ pub fn init(boot_info: &mut BootInfo) {
     boot_info.memory_regions.sort_unstable_by_key(|r| r.start);
     if let Some(offset) = boot_info.physical_memory_offset.into_option() {
         PHYSICAL_MEMORY_OFFSET.call_once(|| VirtAddr::new(offset));
+    }
+    if let Err(e) = mm::init(boot_info) {
+        panic!("memory management set-up failed: {e}");
     }
     x86_64::instructions::interrupts::enable();
 }

@@ -4,6 +4,8 @@
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+extern crate alloc;
+
 use bootloader_api::BootInfo;
 use kernel::memory_map::{self, Size};
 use kernel::qemu::{QemuExitCode, exit_qemu};
@@ -34,7 +36,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     memory_map::print(regions);
     serial_println!();
 
-    // Memory management is initialised here (kernel::mm::init(boot_info), a later issue).
+    allocator_demo();
 
     let waited = kernel::interrupts::wait_ticks(2);
     serial_println!(
@@ -45,6 +47,136 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     );
     serial_println!("kernel: all done, exiting QEMU with success");
     exit_qemu(QemuExitCode::Success)
+}
+
+/// Shows the page allocator at work: what set-up did, a few allocations and frees, the
+/// heap growing, an address space created and dropped, and the free count coming back.
+fn allocator_demo() {
+    use alloc::vec::Vec;
+    use kernel::mm::{self, AddressSpace, FrameRequest, Zone};
+    use x86_64::VirtAddr;
+    use x86_64::structures::paging::{Page, PageTableFlags};
+
+    let r = mm::init_report().expect("kernel::init sets up memory management");
+    serial_println!("== page allocator ==");
+    serial_println!(
+        "usable memory {} in {} regions; {} grow calls",
+        Size(r.usable_bytes),
+        r.usable_regions,
+        r.grow_calls
+    );
+    serial_println!(
+        "metadata {} at [{:#x}, {:#x}) = {} per GiB; set-up took {} TSC cycles",
+        Size(r.metadata_bytes),
+        r.metadata.base,
+        r.metadata.limit,
+        Size(((r.metadata_bytes as u128) << 30).div_ceil(r.usable_bytes as u128) as u64),
+        r.tsc_cycles
+    );
+    let s = mm::stats();
+    for z in Zone::ALL {
+        let zs = s.zones[z as usize];
+        if zs.total_pages > 0 {
+            serial_println!(
+                "  zone {:<6} {:>8} frames, {:>8} free, largest free run {} frames",
+                z.name(),
+                zs.total_pages,
+                zs.free_pages,
+                zs.largest_free_run
+            );
+        }
+    }
+
+    serial_println!();
+    serial_println!("== the heap grows on demand ==");
+    let before = mm::heap::stats();
+    let v: Vec<u64> = (0..128 * 1024).collect();
+    let after = mm::heap::stats();
+    serial_println!(
+        "a Vec of {} u64s: heap {} -> {} ({} in use)",
+        v.len(),
+        Size(before.size as u64),
+        Size(after.size as u64),
+        Size(after.used as u64)
+    );
+    drop(v);
+    serial_println!(
+        "dropped: {} in use; the heap keeps its pages for reuse",
+        Size(mm::heap::stats().used as u64)
+    );
+
+    serial_println!();
+    serial_println!("== frames ==");
+    let baseline = mm::stats().free_pages;
+    serial_println!("free frames: {baseline}");
+    let one = mm::alloc_frame().expect("a frame");
+    serial_println!(
+        "1 frame            -> {:#x} (from this CPU's page cache)",
+        one.start_address()
+    );
+    let three = mm::alloc_frames(3).expect("3 frames");
+    serial_println!("3 frames           -> {:#x}", three.start_address());
+    let huge = mm::alloc_huge_frame().expect("a 2 MiB frame");
+    serial_println!("2 MiB frame        -> {:#x}", huge.start_address());
+    let dma = mm::alloc(FrameRequest::pages(4).below(16 << 20)).expect("DMA frames");
+    serial_println!(
+        "4 frames < 16 MiB  -> {:#x} (zone {})",
+        dma.start_address(),
+        Zone::of(dma.start_address().as_u64()).name()
+    );
+    let three_at = three.start_address();
+    drop(three);
+    let two = mm::alloc_frames(2).expect("2 frames");
+    serial_println!(
+        "freed the 3; 2 frames -> {:#x} (first fit reuses the hole)",
+        two.start_address()
+    );
+    let err = mm::free_frames(three_at + 8192u64, 1).expect_err("a free frame");
+    serial_println!("free of a free frame -> error: {err}");
+    serial_println!("free frames now: {}", mm::stats().free_pages);
+    drop((one, two, huge, dma));
+
+    serial_println!();
+    serial_println!("== an address space ==");
+    let mut space = AddressSpace::new().expect("an address space");
+    let flags = PageTableFlags::WRITABLE;
+    for i in 0..16u64 {
+        let page = Page::containing_address(VirtAddr::new(0x40_0000 + i * 4096));
+        space.map_user(page, flags).expect("map a user page");
+    }
+    let sum = space.with_active(|| {
+        let p = 0x40_0000 as *mut u64;
+        // SAFETY: the active address space maps these 16 pages, writable, zeroed.
+        unsafe {
+            p.write_volatile(42);
+            p.add(512 * 15).write_volatile(8);
+            p.read_volatile() + p.add(512 * 15).read_volatile()
+        }
+    });
+    serial_println!(
+        "PML4 at {:#x}; mapped 16 user pages at 0x400000, switched CR3, wrote and read back {sum}",
+        space.pml4_frame().start_address()
+    );
+    serial_println!(
+        "free frames with the address space: {}",
+        mm::stats().free_pages
+    );
+    drop(space);
+    let end = mm::stats().free_pages;
+    serial_println!(
+        "dropped it: free frames {end} (baseline {baseline}{})",
+        if end == baseline {
+            ", all back"
+        } else {
+            ", LEAK"
+        }
+    );
+    match mm::frames::check_invariants() {
+        Ok(()) => serial_println!("allocator invariants: ok"),
+        Err((z, e)) => panic!("allocator invariants broken in zone {}: {e}", z.name()),
+    }
+    assert_eq!(end, baseline, "frames leaked");
+    serial_println!();
 }
 
 #[panic_handler]

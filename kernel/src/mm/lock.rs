@@ -22,14 +22,19 @@ pub struct IrqMutexGuard<'a, T> {
 impl<T> IrqMutex<T> {
     /// A new, unlocked mutex.
     pub const fn new(value: T) -> Self {
-        IrqMutex { inner: spin::Mutex::new(value) }
+        IrqMutex {
+            inner: spin::Mutex::new(value),
+        }
     }
 
     /// Disables interrupts, then spins until the lock is free.
     pub fn lock(&self) -> IrqMutexGuard<'_, T> {
         let interrupts_were_enabled = interrupts::are_enabled();
         interrupts::disable();
-        IrqMutexGuard { guard: Some(self.inner.lock()), interrupts_were_enabled }
+        IrqMutexGuard {
+            guard: Some(self.inner.lock()),
+            interrupts_were_enabled,
+        }
     }
 
     /// Whether the lock is held at this moment (for diagnostics only).
