@@ -16,6 +16,17 @@ readonly OVMF_DEFAULT=/usr/share/ovmf/OVMF.fd
 KERNEL_TEST_RUNS=(
   "basic_boot 128M"
   "basic_boot 1G"
+  # Memory management at a small machine, a mid-size one and one above 4 GiB (QEMU then
+  # splits RAM around the PCI hole, so the memory map has a hole).
+  "mm_frames 128M"
+  "mm_frames 1G"
+  "mm_frames 5G 1 240"
+  "mm_heap 128M"
+  "mm_heap 5G"
+  "mm_address_spaces 128M"
+  "mm_address_spaces 5G"
+  "mm_interrupts 128M"
+  "mm_interrupts 1G"
 )
 
 usage() {
