@@ -11,6 +11,8 @@ extern crate std;
 #[cfg(any(test, feature = "check"))]
 mod check;
 pub mod consts;
+#[cfg(any(test, feature = "testutil"))]
+pub mod model;
 pub mod pagealloc;
 pub mod pagecache;
 pub mod pallocbits;
