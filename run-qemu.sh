@@ -19,7 +19,7 @@ KERNEL_TEST_RUNS=(
   # Memory management at a small machine, a mid-size one and one above 4 GiB (QEMU then
   # splits RAM around the PCI hole, so the memory map has a hole).
   "mm_frames 128M"
-  "mm_frames 1G"
+  "mm_frames 1G 1 120"
   "mm_frames 5G 1 240"
   "mm_heap 128M"
   "mm_heap 5G"
