@@ -65,10 +65,26 @@ fn config() -> impl Strategy<Value = RunConfig> {
 /// page 0, anywhere, or near the top of the span; page-granular, so regions begin and
 /// end inside chunks; each zeroed or not.
 fn memory_map(span_pages: u64) -> impl Strategy<Value = Vec<Op>> {
+    // Just below the end of a summary entry of level 3, 2, 1 or 0 (16 MiB, 128 MiB,
+    // 1 GiB, 8 GiB), so that regions and runs cross it.
+    let chunk_pages = PALLOC_CHUNK_PAGES as u64;
+    let boundaries: Vec<u64> = [8, 64, 512, 4096]
+        .into_iter()
+        .map(|chunks| chunks * chunk_pages)
+        .filter(|&b| b < span_pages)
+        .collect();
+    let below_boundary = if boundaries.is_empty() {
+        Just(0u64).boxed()
+    } else {
+        (prop::sample::select(boundaries), 1u64..2048)
+            .prop_map(|(b, back)| b.saturating_sub(back))
+            .boxed()
+    };
     let start = prop_oneof![
         2 => Just(0u64),
         2 => 0..span_pages,
-        1 => span_pages.saturating_sub(3 * PALLOC_CHUNK_PAGES as u64)..span_pages,
+        1 => span_pages.saturating_sub(3 * chunk_pages)..span_pages,
+        2 => below_boundary,
     ];
     let gap = prop_oneof![1 => Just(0u64), 3 => 1u64..64, 2 => 64u64..2048];
     let len = prop_oneof![
