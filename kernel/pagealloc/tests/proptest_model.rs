@@ -216,7 +216,7 @@ fn run(len: std::ops::Range<usize>) -> impl Strategy<Value = (RunConfig, Vec<Op>
 }
 
 proptest! {
-    #![proptest_config(config_with_cases(192))]
+    #![proptest_config(config_with_cases(320))]
 
     /// Long sequences: fragmentation builds up, caches and frees interleave.
     #[test]
@@ -228,7 +228,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config_with_cases(512))]
+    #![proptest_config(config_with_cases(768))]
 
     /// Short sequences: many different memory maps and fresh allocators.
     #[test]
