@@ -1087,9 +1087,9 @@ impl<'m> PageAlloc<'m> {
             if l == 0 {
                 return None;
             }
-            self.dump_level(l, i, entries);
             panic!(
-                "pagealloc: bad summary data: summary[{}][{}] = {:?} promised {npages} pages (search_addr {:#x}, j0 {j0})",
+                "pagealloc: bad summary data: summary[{}][{}] = {:?} promised {npages} pages, \
+                 but its children summary[{l}][{i}..] are {entries:?} (search_addr {:#x}, j0 {j0})",
                 l - 1,
                 last_sum.0,
                 last_sum.1,
@@ -1110,10 +1110,6 @@ impl<'m> PageAlloc<'m> {
         first_free.found_free(search, ChunkIdx(i + 1).base() - search);
         Some((addr, self.find_mapped_addr(first_free.base)))
     }
-
-    /// Prints nothing (the crate has no output) but keeps the entries in the panic's
-    /// neighbourhood for a debugger; the panic message carries the key values.
-    fn dump_level(&self, _l: usize, _i: usize, _entries: &[PallocSum]) {}
 
     /// The lowest grown address at or above `addr`, or [`MAX_SEARCH_ADDR`].
     /// Go: `(*pageAlloc).findMappedAddr`.
