@@ -42,6 +42,8 @@ Boot options:
   --release       build the kernel with optimisations
   --kvm           use KVM instead of QEMU's emulator (off by default; can hang here)
   --boot-log      show the bootloader's own log on serial
+  --shell         boot the memory console instead (kernel/src/bin/shell.rs): type
+                  commands such as help, alloc 3, tree; quit ends it; no timeout
   -h, --help      show this help
   --              pass everything after it to QEMU, e.g. -- -d int,cpu_reset
 
@@ -49,9 +51,11 @@ The exit status is the kernel's: 0 when it reports success, 1 otherwise (kernel 
 panic, triple fault, timeout, QEMU missing), 2 for bad usage.
 
 `test` runs: cargo fmt --check; clippy (-D warnings) on the host crates and on the kernel;
-the host crates' unit tests; every kernel test in QEMU (BIOS), some at several memory sizes
-(the table KERNEL_TEST_RUNS in this script); and a boot of the kernel through BIOS and
-through UEFI. It prints each suite's result, then a summary, and fails if anything failed.
+the host crates' unit tests; a build of pagealloc for x86_64-unknown-none; every kernel test
+in QEMU (BIOS), some at several memory sizes (the table KERNEL_TEST_RUNS in this script); the
+memory console driven by kernel/tests/shell_script.txt; and a boot of the kernel through
+BIOS and through UEFI. It prints each suite's result, then a summary, and fails if anything
+failed.
 
 On a fresh machine it first installs the pinned Rust toolchain (rustup toolchain install)
 and, when run as root, QEMU and OVMF with apt-get.
@@ -131,7 +135,7 @@ ensure_qemu() {
 # --- ./run-qemu.sh [OPTIONS] ----------------------------------------------------------
 
 run_kernel() {
-  local cargo_args=() boot_args=() uefi=no
+  local cargo_args=() boot_args=() uefi=no alias=krun
   while (($#)); do
     case $1 in
       -h | --help) usage; exit 0 ;;
@@ -139,6 +143,7 @@ run_kernel() {
       --bios) uefi=no; boot_args+=(--bios) ;;
       --release) cargo_args+=(--release) ;;
       --kvm | --boot-log) boot_args+=("$1") ;;
+      --shell) alias=kshell; boot_args+=(--shell) ;;
       --memory | --smp | --timeout)
         (($# >= 2)) || usage_error "$1 needs a value"
         boot_args+=("$1" "$2")
@@ -159,7 +164,7 @@ run_kernel() {
   cargo build -q -p boot
   # cargo builds the kernel, then hands it to the runner (`boot`, see .cargo/config.toml)
   # with boot_args; its exit status is the kernel's.
-  exec cargo krun "${cargo_args[@]}" -- "${boot_args[@]}"
+  exec cargo "$alias" "${cargo_args[@]}" -- "${boot_args[@]}"
 }
 
 # --- ./run-qemu.sh test ---------------------------------------------------------------
@@ -291,6 +296,9 @@ run_tests() {
   run_suite "clippy: kernel (x86_64-target.json)" check cargo kclippy -- -D warnings
   run_suite "host tests: boot" cargo cargo test -p boot
   run_suite "host tests: pagealloc" cargo cargo test -p pagealloc
+  # The allocator crate on its own, for a bare-metal target, as another kernel would use it.
+  run_suite "build: pagealloc for x86_64-unknown-none" check \
+    cargo build -q -p pagealloc --target x86_64-unknown-none
 
   local name memory smp timeout target
   while read -r name memory smp timeout; do
@@ -304,6 +312,10 @@ run_tests() {
       cargo ktest -q "${target[@]}"
   done < <(kernel_test_runs)
 
+  # The memory console, typed into through the serial port (see the script for its format).
+  run_suite "kernel shell: serial script (BIOS)" check \
+    env BOOT_SERIAL_SCRIPT=kernel/tests/shell_script.txt BOOT_TIMEOUT=60 BOOT_UEFI=0 \
+    cargo kshell -q
   run_suite "kernel boot (BIOS)" check boot_kernel_check BIOS
   run_suite "kernel boot (UEFI)" check boot_kernel_check UEFI --uefi
 

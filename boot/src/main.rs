@@ -6,6 +6,7 @@
 mod filter;
 mod options;
 mod run;
+mod script;
 
 use options::{Command, Firmware, Options, USAGE};
 use run::{Outcome, build_image, kernel_name, run_qemu};

@@ -35,6 +35,12 @@ Options (environment variable in brackets; a flag wins over the variable):
   --qemu-arg ARG     pass ARG to QEMU (repeatable)        [BOOT_QEMU_ARGS, split on spaces]
   --kvm              use KVM (off by default: TCG is what the tests use)  [BOOT_KVM=1]
   --boot-log         let the bootloader log to serial at trace level      [BOOT_LOG=1]
+  --shell            interactive: the terminal's keys go to the serial port, and
+                     there is no timeout unless one is given              [BOOT_SHELL=1]
+  --serial-script FILE
+                     type FILE's `send:` lines into the serial port and wait for
+                     its `expect:` lines in the output (see boot/src/script.rs);
+                     the run fails if one is not seen     [BOOT_SERIAL_SCRIPT]
   --images-only      build the disk image(s), print their paths, do not run
   -h, --help         show this help
   --                 everything after it goes to QEMU unchanged
@@ -87,6 +93,10 @@ pub struct Options {
     pub timeout: Option<Duration>,
     pub kvm: bool,
     pub boot_log: bool,
+    /// Interactive: QEMU reads the terminal.
+    pub shell: bool,
+    /// A script to drive the serial console with.
+    pub serial_script: Option<PathBuf>,
     pub images_only: bool,
     pub qemu_args: Vec<String>,
     pub ovmf_path: PathBuf,
@@ -129,6 +139,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         Some(v) => parse_smp(&v).map_err(|e| usage(format!("BOOT_SMP: {e}")))?,
         None => 1,
     };
+    let mut timeout_given = env_nonempty("BOOT_TIMEOUT").is_some();
     let mut timeout = match env_nonempty("BOOT_TIMEOUT") {
         Some(v) => parse_timeout(&v).map_err(|e| usage(format!("BOOT_TIMEOUT: {e}")))?,
         None => Some(Duration::from_secs(DEFAULT_TIMEOUT_SECS)),
@@ -141,6 +152,11 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         Some(v) => parse_bool("BOOT_LOG", &v)?,
         None => false,
     };
+    let mut shell = match env_nonempty("BOOT_SHELL") {
+        Some(v) => parse_bool("BOOT_SHELL", &v)?,
+        None => false,
+    };
+    let mut serial_script = env_nonempty("BOOT_SERIAL_SCRIPT").map(PathBuf::from);
     let mut qemu_args: Vec<String> = env("BOOT_QEMU_ARGS")
         .map(|v| v.split_whitespace().map(str::to_string).collect())
         .unwrap_or_default();
@@ -169,6 +185,8 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             "--bios" => firmware = Firmware::Bios,
             "--kvm" => kvm = true,
             "--boot-log" => boot_log = true,
+            "--shell" => shell = true,
+            "--serial-script" => serial_script = Some(PathBuf::from(value_of("--serial-script")?)),
             "--images-only" => images_only = true,
             "--memory" | "-m" => {
                 let v = value_of("--memory")?;
@@ -181,6 +199,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             "--timeout" => {
                 let v = value_of("--timeout")?;
                 timeout = parse_timeout(&v).map_err(|e| usage(format!("--timeout: {e}")))?;
+                timeout_given = true;
             }
             "--qemu-arg" => qemu_args.push(value_of("--qemu-arg")?),
             // `cargo test` hands libtest's flags to the runner (e.g. `cargo ktest -q` adds
@@ -210,6 +229,10 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     }
 
     let kernel = kernel.ok_or_else(|| usage("no kernel ELF given"))?;
+    // A person at the console takes their time.
+    if shell && !timeout_given {
+        timeout = None;
+    }
     Ok(Command::Run(Box::new(Options {
         kernel,
         firmware,
@@ -218,6 +241,8 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         timeout,
         kvm,
         boot_log,
+        shell,
+        serial_script,
         images_only,
         qemu_args,
         ovmf_path: env_nonempty("OVMF_PATH")
@@ -308,7 +333,8 @@ mod tests {
         assert_eq!(o.memory, "512M");
         assert_eq!(o.smp, 1);
         assert_eq!(o.timeout, Some(Duration::from_secs(30)));
-        assert!(!o.kvm && !o.boot_log && !o.images_only);
+        assert!(!o.kvm && !o.boot_log && !o.images_only && !o.shell);
+        assert_eq!(o.serial_script, None);
         assert!(o.qemu_args.is_empty());
         assert_eq!(o.ovmf_path, PathBuf::from("/usr/share/ovmf/OVMF.fd"));
         assert_eq!(o.qemu_binary, "qemu-system-x86_64");
@@ -373,6 +399,27 @@ mod tests {
         // Empty variables count as unset.
         let o = run(&["k"], &[("BOOT_MEMORY", ""), ("BOOT_UEFI", "")]).unwrap();
         assert_eq!((o.firmware, o.memory.as_str()), (Firmware::Bios, "512M"));
+    }
+
+    #[test]
+    fn a_shell_waits_for_its_user_unless_told_otherwise() {
+        let o = run(&["k", "--shell"], &[]).unwrap();
+        assert!(o.shell);
+        assert_eq!(o.timeout, None);
+        let o = run(&["k", "--shell", "--timeout", "5"], &[]).unwrap();
+        assert_eq!(o.timeout, Some(Duration::from_secs(5)));
+        let o = run(&["k"], &[("BOOT_SHELL", "1"), ("BOOT_TIMEOUT", "7")]).unwrap();
+        assert!(o.shell);
+        assert_eq!(o.timeout, Some(Duration::from_secs(7)));
+        let o = run(&["k", "--serial-script=s.txt"], &[]).unwrap();
+        assert_eq!(o.serial_script, Some(PathBuf::from("s.txt")));
+        assert_eq!(
+            o.timeout,
+            Some(Duration::from_secs(30)),
+            "a script keeps the timeout"
+        );
+        let o = run(&["k"], &[("BOOT_SERIAL_SCRIPT", "t.txt")]).unwrap();
+        assert_eq!(o.serial_script, Some(PathBuf::from("t.txt")));
     }
 
     #[test]

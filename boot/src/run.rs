@@ -2,10 +2,12 @@
 
 use crate::filter::SerialFilter;
 use crate::options::{Firmware, Options};
+use crate::script::{self, Transcript};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -43,6 +45,8 @@ pub enum Outcome {
     Signal(i32),
     /// We killed QEMU after the timeout.
     TimedOut(Duration),
+    /// A serial script step failed (and QEMU was stopped, if it still ran).
+    ScriptFailed(String),
 }
 
 impl Outcome {
@@ -97,6 +101,7 @@ impl Outcome {
                 "timed out after {} s: QEMU killed (raise it with --timeout or BOOT_TIMEOUT)",
                 fmt_secs(*d)
             ),
+            Outcome::ScriptFailed(why) => format!("serial script failed at {why}"),
         })
     }
 }
@@ -227,10 +232,25 @@ pub fn qemu_args(options: &Options, image: &Path) -> Vec<String> {
 /// Runs QEMU to the end or to the timeout.
 pub fn run_qemu(options: &Options, image: &Path) -> Result<Outcome, String> {
     let args = qemu_args(options, image);
+    let script = match &options.serial_script {
+        Some(path) => Some(script::load(path)?),
+        None => None,
+    };
+    // QEMU's `-serial stdio` reads stdin: a script's pipe, the terminal for --shell (QEMU
+    // puts it in raw mode, so keys go through as typed), or nothing at all.
+    let stdin = if script.is_some() {
+        Stdio::piped()
+    } else if options.shell {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    };
+    if options.shell && script.is_none() {
+        eprintln!("boot: interactive: your keys go to the kernel's serial port; Ctrl-C stops QEMU");
+    }
     let mut child = Command::new(&options.qemu_binary)
         .args(&args)
-        // The kernel reads no input; a terminal on stdin would only be put in raw mode.
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| match e.kind() {
@@ -245,10 +265,45 @@ pub fn run_qemu(options: &Options, image: &Path) -> Result<Outcome, String> {
     // Forward the serial output as it comes, cleaned (see `filter`). The thread ends when
     // QEMU exits or is killed and the pipe closes.
     let serial = child.stdout.take().expect("stdout is piped");
-    let forwarder = thread::spawn(move || forward(serial, &mut io::stdout()));
+    let transcript = Arc::new(Transcript::default());
+    let seen = Arc::clone(&transcript);
+    let forwarder = thread::spawn(move || {
+        let result = forward(
+            serial,
+            &mut Tee {
+                out: io::stdout(),
+                transcript: &seen,
+            },
+        );
+        seen.close();
+        result
+    });
+    // The script types into QEMU's stdin; it hands the pipe back when it is done, and
+    // the pipe stays open until QEMU exits.
+    let mut script_thread = script.map(|script| {
+        let mut input = child.stdin.take().expect("stdin is piped for a script");
+        let seen = Arc::clone(&transcript);
+        thread::spawn(move || (script::run(&script, &mut input, &seen), input))
+    });
+    let mut script_result = None;
+    let mut _script_input = None;
 
     let started = Instant::now();
     let outcome = loop {
+        if script_thread.as_ref().is_some_and(|t| t.is_finished()) {
+            let (result, input) = script_thread
+                .take()
+                .expect("checked")
+                .join()
+                .map_err(|_| "the serial script thread panicked")?;
+            _script_input = Some(input);
+            if let Err(why) = result {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Outcome::ScriptFailed(why);
+            }
+            script_result = Some(result);
+        }
         if let Some(status) = child
             .try_wait()
             .map_err(|e| format!("waiting for QEMU: {e}"))?
@@ -265,7 +320,44 @@ pub fn run_qemu(options: &Options, image: &Path) -> Result<Outcome, String> {
         thread::sleep(Duration::from_millis(20));
     };
     let _ = forwarder.join();
-    Ok(outcome)
+    // The output has ended, so a script still waiting gives up now.
+    if let Some(t) = script_thread {
+        let (result, _) = t.join().map_err(|_| "the serial script thread panicked")?;
+        script_result = Some(result);
+    }
+    Ok(match script_result {
+        Some(Err(why)) if outcome == Outcome::Success => Outcome::ScriptFailed(why),
+        Some(Err(why)) => {
+            eprintln!("\nboot: serial script failed at {why}");
+            outcome
+        }
+        Some(Ok(done)) => {
+            eprintln!(
+                "boot: serial script: {} lines sent, {} expected answers seen",
+                done.sent, done.matched
+            );
+            outcome
+        }
+        None => outcome,
+    })
+}
+
+/// Writes to `out` and records what it wrote for a serial script.
+struct Tee<'a, W: Write> {
+    out: W,
+    transcript: &'a Transcript,
+}
+
+impl<W: Write> Write for Tee<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.transcript.append(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// Copies `input` to `output` through a [`SerialFilter`], flushing every chunk so output
@@ -380,6 +472,8 @@ mod tests {
             timeout: None,
             kvm: false,
             boot_log: false,
+            shell: false,
+            serial_script: None,
             images_only: false,
             qemu_args: vec!["-d".into(), "int".into()],
             ovmf_path: PathBuf::from("/fw/OVMF.fd"),
@@ -405,6 +499,8 @@ mod tests {
             timeout: Some(Duration::from_secs(1)),
             kvm: false,
             boot_log: false,
+            shell: false,
+            serial_script: None,
             images_only: false,
             qemu_args: vec![],
             ovmf_path: PathBuf::from("/nonexistent"),
@@ -440,6 +536,8 @@ mod tests {
             timeout: Some(Duration::from_millis(300)),
             kvm: false,
             boot_log: false,
+            shell: false,
+            serial_script: None,
             images_only: false,
             qemu_args: vec![],
             ovmf_path: PathBuf::new(),

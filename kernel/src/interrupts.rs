@@ -1,4 +1,4 @@
-//! Interrupt descriptor table: CPU exceptions and the timer.
+//! Interrupt descriptor table: CPU exceptions, the timer and the serial port.
 //!
 //! Exceptions the kernel cannot recover from (double fault, page fault, general protection
 //! fault) panic with a description of what happened; the panic handler prints it and ends
@@ -20,6 +20,8 @@ pub const TIMER_HZ: u32 = 100;
 pub enum InterruptIndex {
     /// IRQ 0: PIT channel 0.
     Timer = pic::PIC1_OFFSET,
+    /// IRQ 4: COM1, the serial port (only once `serial::enable_input` unmasked it).
+    Com1 = pic::PIC1_OFFSET + crate::serial::COM1_IRQ,
     /// IRQ 7: lowest priority of the master PIC, where its spurious interrupts arrive.
     Irq7 = pic::PIC1_OFFSET + 7,
     /// IRQ 15: lowest priority of the slave PIC, where its spurious interrupts arrive.
@@ -37,6 +39,7 @@ static IDT: LazyLock<InterruptDescriptorTable> = LazyLock::new(|| {
     // `crate::init` loads the GDT before the IDT.
     unsafe { double_fault.set_stack_index(crate::gdt::DOUBLE_FAULT_IST_INDEX) };
     idt[InterruptIndex::Timer as u8].set_handler_fn(timer_handler);
+    idt[InterruptIndex::Com1 as u8].set_handler_fn(com1_handler);
     idt[InterruptIndex::Irq7 as u8].set_handler_fn(irq7_handler);
     idt[InterruptIndex::Irq15 as u8].set_handler_fn(irq15_handler);
     idt
@@ -155,6 +158,11 @@ extern "x86-interrupt" fn timer_handler(_stack_frame: InterruptStackFrame) {
         hook();
     }
     pic::end_of_interrupt(0);
+}
+
+extern "x86-interrupt" fn com1_handler(_stack_frame: InterruptStackFrame) {
+    crate::serial::on_receive_interrupt();
+    pic::end_of_interrupt(crate::serial::COM1_IRQ);
 }
 
 extern "x86-interrupt" fn irq7_handler(_stack_frame: InterruptStackFrame) {

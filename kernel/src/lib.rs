@@ -22,8 +22,10 @@ pub mod memory_map;
 pub mod mm;
 pub mod pic;
 pub mod qemu;
+pub mod ringbuf;
 pub mod rng;
 pub mod serial;
+pub mod shell;
 pub mod testing;
 
 pub use bootloader_api;

@@ -2,7 +2,7 @@
 //!
 //! At power-on the master PIC delivers IRQs 0..7 on vectors 8..15, which collide with CPU
 //! exceptions (8 is the double fault). [`init`] moves IRQs 0..15 to vectors 32..47 and
-//! masks every line except the timer (IRQ 0). [`set_timer_hz`] programs the PIT's channel 0,
+//! masks every line except the timer (IRQ 0); [`unmask`] enables more. [`set_timer_hz`] programs the PIT's channel 0,
 //! which drives IRQ 0.
 //!
 //! All port I/O of this module goes through [`outb`]/[`inb`], which accept only the fixed
@@ -90,6 +90,21 @@ pub fn init() {
 /// The current mask registers `(master, slave)`; a set bit disables that IRQ line.
 pub fn masks() -> (u8, u8) {
     (inb(IoPort::Pic1Data), inb(IoPort::Pic2Data))
+}
+
+/// Enables IRQ line `irq` (0..15). A line of the slave PIC also needs IRQ 2, the
+/// cascade, on the master. The IDT must have a handler for the line's vector.
+pub fn unmask(irq: u8) {
+    assert!(irq < 16, "IRQ {irq} does not exist");
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let (master, slave) = masks();
+        if irq < 8 {
+            outb(IoPort::Pic1Data, master & !(1 << irq));
+        } else {
+            outb(IoPort::Pic2Data, slave & !(1 << (irq - 8)));
+            outb(IoPort::Pic1Data, master & !(1 << 2));
+        }
+    });
 }
 
 /// Acknowledges `irq` (0..15) so the PICs deliver the next interrupt of its priority.

@@ -3,14 +3,28 @@
 //! The port sits behind a spin lock. Every print runs with interrupts disabled, so an
 //! interrupt handler that prints can never find the lock held by the code it interrupted
 //! (on this single-CPU kernel that would spin forever).
+//!
+//! Input is off until [`enable_input`]: then the UART raises IRQ 4 for every byte it
+//! receives, the handler moves the bytes into a lock-free queue, and [`read_byte`] takes
+//! them out, halting the CPU while there is nothing to read.
 
+use crate::ringbuf::ByteRing;
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU64, Ordering};
 use spin::{LazyLock, Mutex};
 use uart_16550::backend::PioBackend;
+use uart_16550::spec::registers::IER;
 use uart_16550::{Config, Uart16550};
 
 /// I/O base port of COM1.
 pub const COM1_PORT: u16 = 0x3f8;
+/// The PIC line COM1 interrupts on.
+pub const COM1_IRQ: u8 = 4;
+
+/// Bytes received and not yet read. Typing outpaces no reader, so a few lines suffice.
+static RX: ByteRing<256> = ByteRing::new();
+/// Bytes dropped because [`RX`] was full.
+static RX_DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// COM1, configured on first use.
 static COM1: LazyLock<Mutex<SerialPort>> = LazyLock::new(|| Mutex::new(SerialPort::com1()));
@@ -46,6 +60,58 @@ pub fn _print(args: fmt::Arguments, newline: bool) {
             let _ = port.write_str("\n");
         }
     });
+}
+
+/// Turns on serial input: the UART interrupts on received data, and IRQ 4 is unmasked at
+/// the PIC. Bytes that arrived before are queued too.
+pub fn enable_input() {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let mut port = COM1.lock();
+        port.0.enable_interrupts(IER::DATA_READY);
+        drain_receiver(&mut port);
+    });
+    crate::pic::unmask(COM1_IRQ);
+}
+
+/// Called by the IRQ 4 handler: moves every byte the UART holds into the queue.
+pub(crate) fn on_receive_interrupt() {
+    // Everyone else takes this lock with interrupts off, so on this CPU it is free.
+    drain_receiver(&mut COM1.lock());
+}
+
+fn drain_receiver(port: &mut SerialPort) {
+    // Reading the data register until the UART is empty also clears its interrupt.
+    while let Ok(byte) = port.0.try_receive_byte() {
+        if !RX.push(byte) {
+            RX_DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The next received byte, if one is waiting.
+pub fn try_read_byte() -> Option<u8> {
+    RX.pop()
+}
+
+/// The next received byte; halts the CPU until one arrives. Needs [`enable_input`] (and
+/// interrupts enabled), or it waits forever.
+pub fn read_byte() -> u8 {
+    loop {
+        // Check and halt with interrupts off, and let `sti; hlt` enable them: a byte that
+        // arrives between the check and the halt then wakes the halt instead of being
+        // noticed only at the next timer tick.
+        x86_64::instructions::interrupts::disable();
+        if let Some(byte) = RX.pop() {
+            x86_64::instructions::interrupts::enable();
+            return byte;
+        }
+        x86_64::instructions::interrupts::enable_and_hlt();
+    }
+}
+
+/// Bytes lost because the input queue was full.
+pub fn input_dropped() -> u64 {
+    RX_DROPPED.load(Ordering::Relaxed)
 }
 
 /// Prints to COM1 (the host's terminal when run under `boot/`).

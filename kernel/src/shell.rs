@@ -1,0 +1,953 @@
+//! An interactive console on the serial port for looking into memory management: allocate
+//! and free frames, watch the page allocator's summaries and bitmaps change, run its
+//! invariant checks. `./run-qemu.sh --shell` boots into it (the binary `src/bin/shell.rs`).
+//!
+//! Input comes through the UART's receive interrupt ([`crate::serial::enable_input`]);
+//! the loop halts the CPU until a byte arrives. Commands write to any [`fmt::Write`], so
+//! the tests below run them without a terminal.
+//!
+//! The console never holds the frame allocator's lock while it formats output or uses
+//! the heap: growing the heap takes frames, which takes that lock.
+
+pub mod line;
+pub mod parse;
+pub mod show;
+
+use alloc::vec::Vec;
+use core::fmt::{self, Write};
+
+use bootloader_api::info::MemoryRegion;
+use pagealloc::consts::{LEVEL_SHIFT, PAGE_SIZE, PALLOC_CHUNK_PAGES, SUMMARY_LEVELS};
+use pagealloc::pagealloc::chunk_page_index;
+use pagealloc::{AddrRange, ChunkIdx, MAX_SEARCH_ADDR, PageAlloc, PallocData, PallocSum};
+use x86_64::structures::paging::{Page, PageTableFlags};
+use x86_64::{PhysAddr, VirtAddr};
+
+use crate::memory_map::{self, Kind, Size};
+use crate::mm::frames::{self, FrameRequest, Zone, Zones};
+use crate::mm::{self, AddressSpace};
+use crate::rng::XorShift;
+use line::{Key, LineEditor};
+use parse::{Aspace, COMMANDS, Command, NUMBERS_HELP, parse_command, usage_of};
+use show::{CHUNK_LEGEND, PageState, Range, write_chunk, write_entry};
+
+/// What the console prints when it waits for a command.
+pub const PROMPT: &str = "mm> ";
+
+/// Lines of changed summaries `tree` lists per zone besides the path.
+const MAX_CHANGED_LINES: usize = 12;
+
+/// Runs the console until `quit`, then exits QEMU with success.
+pub fn run(regions: &'static [MemoryRegion]) -> ! {
+    let mut out = SerialOut;
+    let mut console = Console::new(regions);
+    let _ = console.banner(&mut out);
+    crate::serial::enable_input();
+    let mut editor = LineEditor::new();
+    loop {
+        let _ = out.write_str(PROMPT);
+        while editor.feed(crate::serial::read_byte(), &mut out) != Ok(Key::Enter) {}
+        let flow = console.execute_line(editor.line(), &mut out);
+        editor.clear();
+        if flow == Flow::Quit {
+            crate::qemu::exit_qemu(crate::qemu::QemuExitCode::Success);
+        }
+    }
+}
+
+/// Writes to COM1.
+struct SerialOut;
+
+impl Write for SerialOut {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        crate::serial_print!("{s}");
+        Ok(())
+    }
+}
+
+/// Whether the session goes on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Flow {
+    /// Wait for the next command.
+    Continue,
+    /// `quit` was typed.
+    Quit,
+}
+
+/// The console's state: what it allocated, its address space, and the summaries as the
+/// last `tree` saw them.
+pub struct Console {
+    regions: &'static [MemoryRegion],
+    /// Frames this console allocated and still holds, `(base, npages)`, in no order.
+    held: Vec<(u64, usize)>,
+    last_alloc: Option<u64>,
+    space: Option<AddressSpace>,
+    rng: XorShift,
+    snapshot: Snapshot,
+}
+
+impl Console {
+    /// A console for a machine with this memory map (after `kernel::init`).
+    pub fn new(regions: &'static [MemoryRegion]) -> Console {
+        Console {
+            regions,
+            held: Vec::new(),
+            last_alloc: None,
+            space: None,
+            rng: XorShift::new(0x5eed),
+            snapshot: Snapshot::new(),
+        }
+    }
+
+    /// Frames this console holds: `(runs, frames)`.
+    pub fn holding(&self) -> (usize, usize) {
+        (self.held.len(), self.held.iter().map(|&(_, n)| n).sum())
+    }
+
+    fn banner(&self, out: &mut dyn Write) -> fmt::Result {
+        let usable = memory_map::usable_summary(self.regions);
+        writeln!(out)?;
+        writeln!(
+            out,
+            "=== kernel {}: memory console ===",
+            env!("CARGO_PKG_VERSION")
+        )?;
+        writeln!(
+            out,
+            "{} of usable memory, managed by Go's page allocator (kernel/pagealloc), one per zone.",
+            Size(usable.bytes)
+        )?;
+        writeln!(out, "Type `help` for the commands, `quit` to leave.")
+    }
+
+    /// Parses and runs one line of input.
+    pub fn execute_line(&mut self, line: &str, out: &mut dyn Write) -> Flow {
+        let result = match parse_command(line) {
+            Ok(None) => Ok(Flow::Continue),
+            Ok(Some(cmd)) => self.execute(cmd, out),
+            Err(e) => writeln!(out, "{e}").map(|()| Flow::Continue),
+        };
+        // Output that cannot be written cannot be reported either; go on.
+        result.unwrap_or(Flow::Continue)
+    }
+
+    /// Runs one command.
+    pub fn execute(&mut self, cmd: Command, out: &mut dyn Write) -> Result<Flow, fmt::Error> {
+        match cmd {
+            Command::Help => help(out)?,
+            Command::Map => self.map(out)?,
+            Command::Stats => self.stats(out)?,
+            Command::Alloc {
+                npages,
+                align_pages,
+                below,
+            } => self.alloc(npages, align_pages, below, out)?,
+            Command::Free { addr, npages } => self.free(addr, npages, out)?,
+            Command::Tree(None) => self.tree_paths(out)?,
+            Command::Tree(Some((level, index))) => self.tree_node(level, index, out)?,
+            Command::Chunk(addr) => match addr.or(self.last_alloc) {
+                Some(addr) => chunk(addr, out)?,
+                None => writeln!(
+                    out,
+                    "no allocation yet: give an address\nusage: {}",
+                    usage_of("chunk")
+                )?,
+            },
+            Command::Fill(percent) => self.fill(percent, out)?,
+            Command::Check => match frames::check_invariants() {
+                Ok(()) => {
+                    writeln!(out, "check: every invariant holds in every zone")?;
+                }
+                Err((z, e)) => writeln!(out, "check: zone {}: {e}", z.name())?,
+            },
+            Command::Heap => {
+                let h = mm::heap::stats();
+                writeln!(
+                    out,
+                    "heap: {} mapped, {} in use; it grows on demand up to {}",
+                    Size(h.size as u64),
+                    Size(h.used as u64),
+                    Size(h.max as u64)
+                )?;
+            }
+            Command::Aspace(op) => self.aspace(op, out)?,
+            Command::Quit => {
+                writeln!(out, "bye")?;
+                return Ok(Flow::Quit);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn map(&self, out: &mut dyn Write) -> fmt::Result {
+        writeln!(
+            out,
+            "memory map: {} regions from the bootloader; neighbours of one kind joined:",
+            self.regions.len()
+        )?;
+        writeln!(
+            out,
+            "  {:<18}  {:<18}  {:>10}  kind",
+            "start", "end (exclusive)", "size"
+        )?;
+        for span in memory_map::merged(self.regions) {
+            writeln!(
+                out,
+                "  {:#018x}  {:#018x}  {:>10}  {}",
+                span.start,
+                span.end,
+                Size(span.len()),
+                Kind(span.kind)
+            )?;
+        }
+        writeln!(
+            out,
+            "zones: one page allocator each, grown with the usable memory in their range"
+        )?;
+        for z in Zone::ALL {
+            let mut ranges = [AddrRange::new(0, 0); 6];
+            let Some((n, total)) = frames::with_zones(|zones| {
+                let pa = zone(zones, z)?;
+                let grown = pa.in_use();
+                for (slot, r) in ranges.iter_mut().zip(grown) {
+                    *slot = *r;
+                }
+                Some((grown.len(), pa.total_pages()))
+            }) else {
+                continue;
+            };
+            let (base, limit) = z.range();
+            write!(
+                out,
+                "  {:<6} {:<24} {:>8} frames:",
+                z.name(),
+                Range(base, limit.min(1 << 48)),
+                total
+            )?;
+            for (k, r) in ranges[..n.min(ranges.len())].iter().enumerate() {
+                let sep = if k == 0 { " " } else { ", " };
+                write!(out, "{sep}{}", Range(r.base, r.limit))?;
+            }
+            if n > ranges.len() {
+                write!(out, " and {} more", n - ranges.len())?;
+            }
+            writeln!(out)?;
+        }
+        let meta = mm::init_report().map(|r| r.metadata);
+        if let Some(m) = meta {
+            writeln!(
+                out,
+                "allocator metadata (summaries, chunk map, bitmaps) at {}, allocated in its zone",
+                Range(m.base, m.limit)
+            )?;
+        }
+        Ok(())
+    }
+
+    fn stats(&self, out: &mut dyn Write) -> fmt::Result {
+        let s = mm::stats();
+        writeln!(
+            out,
+            "frames: {} managed, {} free ({} in page caches), {} in use; metadata {}",
+            s.total_pages,
+            s.free_pages,
+            s.cached_pages,
+            s.used_pages,
+            Size(s.metadata_bytes as u64)
+        )?;
+        for z in Zone::ALL {
+            let Some(search) =
+                frames::with_zones(|zones| zone(zones, z).map(|pa| pa.search_addr()))
+            else {
+                continue;
+            };
+            let zs = s.zones[z as usize];
+            write!(
+                out,
+                "  zone {:<6} {:>8} frames {:>8} free  largest free run {:>8}  search address ",
+                z.name(),
+                zs.total_pages,
+                zs.free_pages,
+                zs.largest_free_run
+            )?;
+            if search == MAX_SEARCH_ADDR {
+                writeln!(out, "none (no free page)")?;
+            } else {
+                writeln!(out, "{search:#x}")?;
+            }
+        }
+        let (runs, frames) = self.holding();
+        writeln!(
+            out,
+            "this console holds {frames} frame{} in {runs} run{}",
+            plural(frames),
+            plural(runs)
+        )
+    }
+
+    fn alloc(
+        &mut self,
+        npages: usize,
+        align_pages: usize,
+        below: Option<u64>,
+        out: &mut dyn Write,
+    ) -> fmt::Result {
+        if self.held.try_reserve(1).is_err() {
+            return writeln!(out, "alloc: the heap has no room to record an allocation");
+        }
+        let mut req = FrameRequest::pages(npages).aligned(align_pages);
+        if let Some(limit) = below {
+            req = req.below(limit);
+        }
+        match frames::alloc_uncached(req) {
+            Ok(f) => {
+                let (frame, n) = f.into_raw();
+                let base = frame.start_address().as_u64();
+                self.held.push((base, n));
+                self.last_alloc = Some(base);
+                writeln!(
+                    out,
+                    "allocated {n} frame{} at {} (zone {})",
+                    plural(n),
+                    Range(base, base + n as u64 * PAGE_SIZE),
+                    Zone::of(base).name()
+                )
+            }
+            Err(e) => writeln!(out, "alloc: {e}"),
+        }
+    }
+
+    fn free(&mut self, addr: u64, npages: usize, out: &mut dyn Write) -> fmt::Result {
+        let limit = (npages as u64)
+            .checked_mul(PAGE_SIZE)
+            .and_then(|b| addr.checked_add(b));
+        let Some(phys) = PhysAddr::try_new(addr).ok() else {
+            return writeln!(out, "free: {addr:#x} is not a physical address");
+        };
+        let overlap = |&(b, n): &(u64, usize), limit: u64| {
+            let end = b + n as u64 * PAGE_SIZE;
+            (addr.max(b), limit.min(end))
+        };
+        // Pages of the range that this console holds (its runs never overlap).
+        let mine = match limit {
+            Some(limit) if npages > 0 => self
+                .held
+                .iter()
+                .map(|e| overlap(e, limit))
+                .filter(|(lo, hi)| lo < hi)
+                .map(|(lo, hi)| (hi - lo) / PAGE_SIZE)
+                .sum::<u64>(),
+            _ => 0,
+        };
+        if let Some(limit) = limit
+            && npages > 0
+            && mine == npages as u64
+        {
+            // A run may be split in two: make room first, so that nothing can fail after
+            // the frames are freed.
+            if self.held.try_reserve(2).is_err() {
+                return writeln!(out, "free: the heap has no room to record the rest");
+            }
+            if let Err(e) = mm::free_frames(phys, npages) {
+                return writeln!(out, "free: {e}");
+            }
+            let mut k = 0;
+            while k < self.held.len() {
+                let (b, n) = self.held[k];
+                let end = b + n as u64 * PAGE_SIZE;
+                if b >= limit || end <= addr {
+                    k += 1;
+                    continue;
+                }
+                self.held.swap_remove(k);
+                if b < addr {
+                    self.held.push((b, ((addr - b) / PAGE_SIZE) as usize));
+                }
+                if limit < end {
+                    self.held
+                        .push((limit, ((end - limit) / PAGE_SIZE) as usize));
+                }
+            }
+            return writeln!(
+                out,
+                "freed {npages} frame{} at {}",
+                plural(npages),
+                Range(addr, limit)
+            );
+        }
+        // Not (all) this console's. The allocator refuses a range with a free or
+        // unmanaged page, so that one may go to it and get its error; a range that is
+        // entirely allocated belongs to the kernel and must not be freed from here.
+        if frames::with_zones(|zones| kernel_owned(zones, addr, npages)) {
+            return writeln!(
+                out,
+                "free: {} is in use by the kernel, not by this console: not freed",
+                Range(addr, limit.unwrap_or(u64::MAX))
+            );
+        }
+        match mm::free_frames(phys, npages) {
+            Err(e) => writeln!(out, "free: {e}"),
+            Ok(()) => writeln!(out, "freed {npages} frames at {addr:#x}"),
+        }
+    }
+
+    /// `tree`: for each zone, the path from the root to the chunk of its search address,
+    /// then the other summaries that changed since the last `tree`.
+    fn tree_paths(&mut self, out: &mut dyn Write) -> fmt::Result {
+        for z in Zone::ALL {
+            let mut changed = Vec::with_capacity(MAX_CHANGED_LINES);
+            let snapshot = &self.snapshot;
+            let Some((search, path, more)) = frames::with_zones(|zones| {
+                let pa = zone(zones, z)?;
+                let search = pa.search_addr();
+                let mut path = [None; SUMMARY_LEVELS];
+                if search != MAX_SEARCH_ADDR {
+                    for (l, slot) in path.iter_mut().enumerate() {
+                        let i = (search >> LEVEL_SHIFT[l]) as usize;
+                        *slot = pa.summary_level(l).get(i).map(|&s| (i, s));
+                    }
+                }
+                let on_path = |l: usize, i: usize| path[l].is_some_and(|(j, _)| i == j);
+                let mut more = 0;
+                for l in 0..SUMMARY_LEVELS {
+                    for (i, &now) in pa.summary_level(l).iter().enumerate() {
+                        let was = snapshot.get(z, l, i);
+                        if was != Some(now) && !on_path(l, i) {
+                            if changed.len() < changed.capacity() {
+                                changed.push((l, i, now, was));
+                            } else {
+                                more += 1;
+                            }
+                        }
+                    }
+                }
+                Some((search, path, more))
+            }) else {
+                continue;
+            };
+            if search == MAX_SEARCH_ADDR {
+                writeln!(out, "zone {}: no free page", z.name())?;
+            } else {
+                writeln!(
+                    out,
+                    "zone {}: search address {search:#x}; the path from the root to its chunk:",
+                    z.name()
+                )?;
+            }
+            for (l, entry) in path.iter().enumerate() {
+                if let Some((i, now)) = *entry {
+                    write_entry(out, 2, l, i, now, self.snapshot.get(z, l, i))?;
+                }
+            }
+            if !changed.is_empty() {
+                writeln!(out, "  other summaries that changed since the last `tree`:")?;
+                for &(l, i, now, was) in &changed {
+                    write_entry(out, 2, l, i, now, was)?;
+                }
+                if more > 0 {
+                    writeln!(out, "  ... and {more} more")?;
+                }
+            }
+        }
+        self.snapshot.update();
+        Ok(())
+    }
+
+    /// `tree LEVEL INDEX`: the entry and its eight children in every zone that has it.
+    fn tree_node(&mut self, level: usize, index: usize, out: &mut dyn Write) -> fmt::Result {
+        let node = show::entry_range(level, index);
+        let mut shown = false;
+        for z in Zone::ALL {
+            let (zbase, zlimit) = z.range();
+            if node.1 <= zbase || zlimit <= node.0 {
+                continue;
+            }
+            let mut children = [None; 8];
+            let Some(sum) = frames::with_zones(|zones| {
+                let pa = zone(zones, z)?;
+                let sum = *pa.summary_level(level).get(index)?;
+                if level + 1 < SUMMARY_LEVELS {
+                    let below = pa.summary_level(level + 1);
+                    for (k, slot) in children.iter_mut().enumerate() {
+                        let c = index * 8 + k;
+                        *slot = below.get(c).map(|&s| (c, s));
+                    }
+                }
+                Some(sum)
+            }) else {
+                continue;
+            };
+            shown = true;
+            write!(out, "zone {}: ", z.name())?;
+            write_entry(
+                out,
+                0,
+                level,
+                index,
+                sum,
+                self.snapshot.get(z, level, index),
+            )?;
+            if level + 1 == SUMMARY_LEVELS {
+                writeln!(
+                    out,
+                    "  a chunk: its children are the 512 pages of its bitmap"
+                )?;
+                chunk(node.0, out)?;
+                continue;
+            }
+            for (i, now) in children.iter().flatten() {
+                write_entry(
+                    out,
+                    2,
+                    level + 1,
+                    *i,
+                    *now,
+                    self.snapshot.get(z, level + 1, *i),
+                )?;
+            }
+        }
+        if !shown {
+            writeln!(
+                out,
+                "tree: no zone has an entry L{level}[{index}] ({} lies beyond their memory)",
+                node
+            )?;
+        }
+        self.snapshot.update();
+        Ok(())
+    }
+
+    /// `fill PERCENT`: allocates runs of 1 to 16 frames, or frees runs this console holds
+    /// (in random order, which leaves holes), until PERCENT of memory is in use.
+    fn fill(&mut self, percent: u8, out: &mut dyn Write) -> fmt::Result {
+        let s = mm::stats();
+        // Rounded up, so that the percentage printed at the end is the one asked for.
+        let target = (s.total_pages * percent as usize).div_ceil(100);
+        let mut used = s.used_pages;
+        let (mut allocated, mut freed) = (0usize, 0usize);
+        let mut biggest = 16;
+        let mut stopped = None;
+        while used < target {
+            if self.held.try_reserve(1).is_err() {
+                stopped = Some("the heap has no room to record more runs");
+                break;
+            }
+            let want = (1 + self.rng.below(biggest) as usize).min(target - used);
+            match frames::alloc_uncached(FrameRequest::pages(want)) {
+                Ok(f) => {
+                    let (frame, n) = f.into_raw();
+                    self.held.push((frame.start_address().as_u64(), n));
+                    used += n;
+                    allocated += n;
+                }
+                // Memory may be too fragmented for long runs; go on with single frames.
+                Err(_) if biggest > 1 => biggest = 1,
+                Err(_) => {
+                    stopped = Some("out of memory");
+                    break;
+                }
+            }
+        }
+        while used > target && !self.held.is_empty() {
+            let k = self.rng.below(self.held.len() as u64) as usize;
+            let (base, n) = self.held.swap_remove(k);
+            if let Err(e) = mm::free_frames(PhysAddr::new(base), n) {
+                writeln!(out, "fill: {e}")?;
+                break;
+            }
+            used -= n;
+            freed += n;
+        }
+        let s = mm::stats();
+        let (runs, held) = self.holding();
+        writeln!(
+            out,
+            "fill: {}% in use ({} of {} frames): allocated {allocated}, freed {freed}; \
+             this console holds {held} frame{} in {runs} run{}",
+            s.used_pages * 100 / s.total_pages.max(1),
+            s.used_pages,
+            s.total_pages,
+            plural(held),
+            plural(runs)
+        )?;
+        if let Some(why) = stopped {
+            writeln!(out, "fill: stopped early: {why}")?;
+        } else if used > target {
+            writeln!(out, "fill: the rest is the kernel's own memory")?;
+        }
+        Ok(())
+    }
+
+    fn aspace(&mut self, op: Aspace, out: &mut dyn Write) -> fmt::Result {
+        let free_before = mm::stats().free_pages;
+        let used_since = |before: usize| before.abs_diff(mm::stats().free_pages);
+        match (op, self.space.as_mut()) {
+            (Aspace::New, Some(_)) => {
+                writeln!(out, "aspace: there is one already (`aspace drop` it first)")
+            }
+            (Aspace::New, None) => match AddressSpace::new() {
+                Ok(space) => {
+                    let pml4 = space.pml4_frame().start_address().as_u64();
+                    self.space = Some(space);
+                    writeln!(
+                        out,
+                        "address space created: its top-level table (PML4) is the frame at {pml4:#x}"
+                    )
+                }
+                Err(e) => writeln!(out, "aspace: {e}"),
+            },
+            (_, None) => writeln!(out, "aspace: none yet (`aspace new` creates one)"),
+            (Aspace::Map(addr), Some(space)) => {
+                let Ok(virt) = VirtAddr::try_new(addr) else {
+                    return writeln!(out, "aspace: {addr:#x} is not a canonical virtual address");
+                };
+                let page = Page::containing_address(virt);
+                match space.map_user(page, PageTableFlags::WRITABLE) {
+                    Ok(frame) => {
+                        let n = used_since(free_before);
+                        writeln!(
+                            out,
+                            "mapped page {:#x} -> frame {:#x}: {n} frame{} for the page and new page tables",
+                            page.start_address().as_u64(),
+                            frame.start_address().as_u64(),
+                            plural(n)
+                        )
+                    }
+                    Err(e) => writeln!(out, "aspace: {e}"),
+                }
+            }
+            (Aspace::Drop, Some(_)) => {
+                self.space = None;
+                let n = used_since(free_before);
+                writeln!(
+                    out,
+                    "dropped the address space: {n} frame{} came back",
+                    plural(n)
+                )
+            }
+        }
+    }
+}
+
+fn help(out: &mut dyn Write) -> fmt::Result {
+    writeln!(out, "commands:")?;
+    for (_, usage, what) in COMMANDS {
+        writeln!(out, "  {usage:<31} {what}")?;
+    }
+    writeln!(out, "{NUMBERS_HELP}")
+}
+
+/// `chunk ADDR`: the bitmap of the chunk holding `addr`.
+fn chunk(addr: u64, out: &mut dyn Write) -> fmt::Result {
+    let z = Zone::of(addr);
+    let ci = ChunkIdx::of(addr);
+    let base = ci.base();
+    let limit = base + PALLOC_CHUNK_PAGES as u64 * PAGE_SIZE;
+    // Grown pages of the chunk, one bit each, like the allocation bitmap.
+    let mut grown = [0u64; PALLOC_CHUNK_PAGES / 64];
+    let found = frames::with_zones(|zones| {
+        let pa = zone(zones, z)?;
+        let data: PallocData = *pa.chunk_data(ci)?;
+        for r in pa.in_use() {
+            let (lo, hi) = (r.base.max(base), r.limit.min(limit));
+            for p in (lo..hi).step_by(PAGE_SIZE as usize) {
+                let i = chunk_page_index(p);
+                grown[i / 64] |= 1 << (i % 64);
+            }
+        }
+        Some((data, pa.summary_level(SUMMARY_LEVELS - 1)[ci.0]))
+    });
+    let Some((data, sum)) = found else {
+        return writeln!(
+            out,
+            "chunk {} ({}): no zone manages memory in it",
+            ci.0,
+            Range(base, limit)
+        );
+    };
+    let state = |i: usize| {
+        if grown[i / 64] & (1 << (i % 64)) == 0 {
+            PageState::Hole
+        } else if data.alloc.get(i) {
+            PageState::Allocated
+        } else {
+            PageState::Free
+        }
+    };
+    let free = (0..PALLOC_CHUNK_PAGES)
+        .filter(|&i| state(i) == PageState::Free)
+        .count();
+    let holes = (0..PALLOC_CHUNK_PAGES)
+        .filter(|&i| state(i) == PageState::Hole)
+        .count();
+    writeln!(
+        out,
+        "chunk {} ({}) in zone {}: {free} free, {} allocated, {holes} not managed; summary {sum}",
+        ci.0,
+        Range(base, limit),
+        z.name(),
+        PALLOC_CHUNK_PAGES - free - holes
+    )?;
+    write_chunk(out, base, state)?;
+    writeln!(out, "  {CHUNK_LEGEND}")
+}
+
+fn zone(zones: &Zones, z: Zone) -> Option<&PageAlloc<'static>> {
+    zones.zones[z as usize].as_ref()
+}
+
+/// Whether every page of the range is grown and allocated: memory the kernel owns (if
+/// this console does not). Anything else the allocator refuses to free by itself.
+fn kernel_owned(zones: &Zones, addr: u64, npages: usize) -> bool {
+    let Some(pa) = zone(zones, Zone::of(addr)) else {
+        return false;
+    };
+    let Some(limit) = (npages as u64)
+        .checked_mul(PAGE_SIZE)
+        .and_then(|b| addr.checked_add(b))
+    else {
+        return false;
+    };
+    // Inside one grown range, so the loop below is bounded by the zone's size.
+    if npages == 0
+        || !addr.is_multiple_of(PAGE_SIZE)
+        || !pa
+            .in_use()
+            .iter()
+            .any(|r| r.base <= addr && limit <= r.limit)
+    {
+        return false;
+    }
+    (addr..limit).step_by(PAGE_SIZE as usize).all(|p| {
+        pa.chunk_data(ChunkIdx::of(p))
+            .is_some_and(|c| c.alloc.get(chunk_page_index(p)))
+    })
+}
+
+const fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Every zone's summaries as the last `tree` saw them, to show what changed since.
+struct Snapshot {
+    levels: [[Vec<PallocSum>; SUMMARY_LEVELS]; 3],
+}
+
+impl Snapshot {
+    fn new() -> Snapshot {
+        // Reserve outside the allocator's lock (the heap may grow); the levels never
+        // change size, so `update` copies without allocating.
+        let lens = frames::with_zones(|zones| {
+            Zone::ALL
+                .map(|z| zone(zones, z).map_or([0; SUMMARY_LEVELS], |pa| pa.layout().level_len()))
+        });
+        let mut s = Snapshot {
+            levels: core::array::from_fn(|z| {
+                core::array::from_fn(|l| Vec::with_capacity(lens[z][l]))
+            }),
+        };
+        s.update();
+        s
+    }
+
+    fn update(&mut self) {
+        frames::with_zones(|zones| {
+            for z in Zone::ALL {
+                if let Some(pa) = zone(zones, z) {
+                    for (l, copy) in self.levels[z as usize].iter_mut().enumerate() {
+                        let now = pa.summary_level(l);
+                        debug_assert!(now.len() <= copy.capacity());
+                        copy.clear();
+                        copy.extend_from_slice(now);
+                    }
+                }
+            }
+        });
+    }
+
+    fn get(&self, z: Zone, level: usize, index: usize) -> Option<PallocSum> {
+        self.levels[z as usize][level].get(index).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::String;
+
+    fn console() -> Console {
+        Console::new(&crate::testing::boot_info().memory_regions)
+    }
+
+    fn run(c: &mut Console, line: &str) -> String {
+        let mut out = String::new();
+        assert_eq!(c.execute_line(line, &mut out), Flow::Continue, "{line}");
+        out
+    }
+
+    /// The base address in "allocated N frames at 0xBASE..".
+    fn allocated_at(out: &str) -> u64 {
+        let hex = out
+            .split(" at 0x")
+            .nth(1)
+            .and_then(|s| s.split("..").next())
+            .unwrap_or_else(|| panic!("no address in {out:?}"));
+        u64::from_str_radix(hex, 16).unwrap()
+    }
+
+    #[test_case]
+    fn alloc_then_tree_shows_the_summaries_change() {
+        let mut c = console();
+        let first = run(&mut c, "tree");
+        assert!(first.contains("zone DMA32: search address 0x"), "{first}");
+        assert!(!first.contains(" was "), "nothing changed yet:\n{first}");
+        // A whole free chunk: its summary must go from all free to all allocated. (A
+        // small run may land in a hole and leave every summary as it was.)
+        let out = run(&mut c, "alloc 2M align 2M");
+        let base = allocated_at(&out);
+        let tree = run(&mut c, "tree");
+        let leaf = alloc::format!("L4[{}] ", base >> 21);
+        let line = tree
+            .lines()
+            .find(|l| l.contains(&leaf))
+            .unwrap_or_else(|| panic!("{leaf} not shown:\n{tree}"));
+        assert!(
+            line.ends_with("(start=0, max=0, end=0)  was (start=512, max=512, end=512)"),
+            "{line}"
+        );
+        assert!(
+            !run(&mut c, "tree").contains(" was "),
+            "a second tree sees no change"
+        );
+        run(&mut c, &alloc::format!("free {base:#x} 512"));
+        assert!(run(&mut c, "tree").contains("was (start=0, max=0, end=0)"));
+    }
+
+    #[test_case]
+    fn chunk_shows_an_allocation() {
+        let mut c = console();
+        let out = run(&mut c, "alloc 3");
+        assert!(out.starts_with("allocated 3 frames at 0x"), "{out}");
+        let base = allocated_at(&out);
+        let picture = run(&mut c, "chunk");
+        assert!(
+            picture.starts_with(&alloc::format!("chunk {} (", base >> 21)),
+            "{picture}"
+        );
+        let i = chunk_page_index(base);
+        let row = picture.lines().nth(1 + i / 64).unwrap();
+        let cells: String = row.split_whitespace().skip(1).collect();
+        assert_eq!(&cells[i % 64..i % 64 + 3], "###", "{picture}");
+        assert_eq!(
+            run(&mut c, &alloc::format!("free {base:#x} 3")),
+            alloc::format!("freed 3 frames at {}\n", Range(base, base + 3 * 4096))
+        );
+        assert_eq!(c.holding(), (0, 0));
+        let row = run(&mut c, &alloc::format!("chunk {base:#x}"));
+        let row = row.lines().nth(1 + i / 64).unwrap();
+        let cells: String = row.split_whitespace().skip(1).collect();
+        assert_eq!(&cells[i % 64..i % 64 + 3], "...");
+    }
+
+    #[test_case]
+    fn frees_are_checked() {
+        let mut c = console();
+        let base = allocated_at(&run(&mut c, "alloc 4"));
+        // Part of a run: the rest stays held.
+        assert!(
+            run(&mut c, &alloc::format!("free {:#x} 1", base + 4096))
+                .starts_with("freed 1 frame at")
+        );
+        assert_eq!(c.holding(), (2, 3));
+        let again = run(&mut c, &alloc::format!("free {:#x} 1", base + 4096));
+        assert!(again.contains("is not allocated (double free?)"), "{again}");
+        let meta = mm::init_report().unwrap().metadata.base;
+        let kernel = run(&mut c, &alloc::format!("free {meta:#x} 1"));
+        assert!(kernel.contains("in use by the kernel"), "{kernel}");
+        assert!(run(&mut c, "free 0x123 1").contains("not aligned"));
+        // The two pieces, freed as one range.
+        assert!(run(&mut c, &alloc::format!("free {base:#x} 4")).contains("is not allocated"));
+        run(&mut c, &alloc::format!("free {base:#x} 1"));
+        run(&mut c, &alloc::format!("free {:#x} 2", base + 2 * 4096));
+        assert_eq!(c.holding(), (0, 0));
+        assert_eq!(
+            run(&mut c, "check"),
+            "check: every invariant holds in every zone\n"
+        );
+    }
+
+    #[test_case]
+    fn constrained_allocations_and_their_errors() {
+        let mut c = console();
+        let out = run(&mut c, "alloc 2M align 2M");
+        let base = allocated_at(&out);
+        assert_eq!(base % (2 << 20), 0, "{out}");
+        assert!(out.contains("allocated 512 frames"), "{out}");
+        let low = allocated_at(&run(&mut c, "alloc 1 below 16M"));
+        assert!(low < 16 << 20);
+        assert!(run(&mut c, "alloc 3 align 3").contains("not a power of two"));
+        assert!(run(&mut c, "alloc 0").contains("zero pages"));
+        assert!(run(&mut c, "alloc 1G").contains("out of memory"));
+        run(&mut c, &alloc::format!("free {base:#x} 2M"));
+        run(&mut c, &alloc::format!("free {low:#x} 1"));
+        assert_eq!(c.holding(), (0, 0));
+    }
+
+    #[test_case]
+    fn fill_moves_memory_use_both_ways() {
+        let mut c = console();
+        let s = mm::stats();
+        let pct = s.used_pages * 100 / s.total_pages;
+        let out = run(&mut c, &alloc::format!("fill {}", pct + 3));
+        assert!(
+            out.contains(&alloc::format!("fill: {}% in use", pct + 3)),
+            "{out}"
+        );
+        assert!(c.holding().0 > 10);
+        assert!(run(&mut c, "fill 0").contains("the rest is the kernel's own memory"));
+        assert_eq!(c.holding(), (0, 0));
+    }
+
+    #[test_case]
+    fn tree_of_one_node_and_bad_nodes() {
+        let mut c = console();
+        let out = run(&mut c, "tree 0 0");
+        assert!(out.starts_with("zone DMA: L0[0]"), "{out}");
+        assert!(out.contains("\n  L1[7] "), "eight children:\n{out}");
+        assert!(run(&mut c, "tree 4 8").contains("a chunk: its children are the 512 pages"));
+        assert!(run(&mut c, "tree 0 100").contains("no zone has an entry L0[100]"));
+        assert!(run(&mut c, "tree 9 0").contains("usage: tree [LEVEL INDEX]"));
+    }
+
+    #[test_case]
+    fn address_spaces_from_the_console() {
+        let mut c = console();
+        assert!(run(&mut c, "aspace map 0x400000").contains("none yet"));
+        assert!(run(&mut c, "aspace new").starts_with("address space created"));
+        assert!(run(&mut c, "aspace new").contains("there is one already"));
+        let out = run(&mut c, "aspace map 0x400000");
+        assert!(out.starts_with("mapped page 0x400000 -> frame 0x"), "{out}");
+        assert!(run(&mut c, "aspace map 0xffff800000000000").contains("not a user address"));
+        assert!(run(&mut c, "aspace map 0x800000000000").contains("not a canonical"));
+        assert!(run(&mut c, "aspace drop").starts_with("dropped the address space"));
+    }
+
+    #[test_case]
+    fn every_command_answers() {
+        let mut c = console();
+        let help = run(&mut c, "help");
+        for (name, _, _) in COMMANDS {
+            assert!(help.contains(name), "{name} missing from help");
+        }
+        assert!(run(&mut c, "map").contains("usable"));
+        assert!(run(&mut c, "stats").contains("zone DMA32"));
+        assert!(run(&mut c, "heap").starts_with("heap: "));
+        assert!(run(&mut c, "chunk").starts_with("no allocation yet"));
+        assert!(run(&mut c, "chunk 0").contains("'#' allocated"));
+        assert!(run(&mut c, "chunk 0x10000000000").contains("no zone manages"));
+        assert_eq!(run(&mut c, ""), "");
+        assert!(run(&mut c, "bogus").starts_with("unknown command `bogus`"));
+        let mut out = String::new();
+        assert_eq!(c.execute_line("quit", &mut out), Flow::Quit);
+    }
+}
