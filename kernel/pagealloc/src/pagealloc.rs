@@ -75,6 +75,57 @@ pub const fn chunk_page_index(addr: u64) -> usize {
     ((addr % PALLOC_CHUNK_BYTES) >> PAGE_SHIFT) as usize
 }
 
+/// The free pages just below and just above page `i` of a chunk bitmap, looking at most
+/// one word beyond `i`'s own; `None` if a run goes further (the caller then summarizes).
+fn free_run_around(words: &[u64; 8], i: usize) -> Option<(usize, usize)> {
+    let (k, b) = (i / 64, i % 64);
+    let w = words[k];
+    // Below: zeros in bits [0, b) counted from the top.
+    let mut below = if b == 0 {
+        0
+    } else {
+        ((w << (64 - b)).leading_zeros() as usize).min(b)
+    };
+    if below == b && k > 0 {
+        let z = words[k - 1].leading_zeros() as usize;
+        if z == 64 {
+            return None;
+        }
+        below += z;
+    }
+    let mut above = if b == 63 {
+        0
+    } else {
+        ((w >> (b + 1)).trailing_zeros() as usize).min(63 - b)
+    };
+    if above == 63 - b && k < 7 {
+        let z = words[k + 1].trailing_zeros() as usize;
+        if z == 64 {
+            return None;
+        }
+        above += z;
+    }
+    Some((below, above))
+}
+
+/// Whether flipping page `i` alone (to free if `freed`, else to allocated) leaves the chunk
+/// summary `old` as it was; false when unsure.
+fn one_page_keeps_summary(words: &[u64; 8], i: usize, old: PallocSum, freed: bool) -> bool {
+    let Some((below, above)) = free_run_around(words, i) else {
+        return false;
+    };
+    let (first, last, len) = (i - below, i + above, below + 1 + above);
+    if first == 0 || last == PALLOC_CHUNK_PAGES - 1 {
+        return false;
+    }
+    // A free makes this run `len` long; an alloc splits a run of `len` pages.
+    if freed {
+        len <= old.max()
+    } else {
+        len < old.max()
+    }
+}
+
 /// The index of the level-`l` entry that covers `addr`. Go: `offAddrToLevelIndex`.
 const fn level_index(l: usize, addr: u64) -> usize {
     (addr >> LEVEL_SHIFT[l]) as usize
@@ -822,6 +873,22 @@ impl<'m> PageAlloc<'m> {
                 return;
             }
             self.summary[LEAF][sc.0] = y;
+            // One entry per level changes: its parent's index is its own over 8.
+            let mut i = sc.0;
+            for l in (0..LEAF).rev() {
+                let first = i & !(SUMMARY_BLOCK_ENTRIES - 1);
+                let children: &[PallocSum; SUMMARY_BLOCK_ENTRIES] = self.summary[l + 1]
+                    [first..first + SUMMARY_BLOCK_ENTRIES]
+                    .try_into()
+                    .expect("a whole block");
+                let sum = merge_summaries(children, LEVEL_LOG_PAGES[l + 1]);
+                i >>= SUMMARY_LEVEL_BITS;
+                if self.summary[l][i] == sum {
+                    return;
+                }
+                self.summary[l][i] = sum;
+            }
+            return;
         } else if contig {
             // The chunks strictly inside the range went all allocated or all free.
             self.summary[LEAF][sc.0] = self.chunk_of(sc).alloc.summarize();
@@ -861,6 +928,19 @@ impl<'m> PageAlloc<'m> {
     /// Marks `[base, base + npages pages)` allocated without checks and returns how many
     /// of its pages were known to be zero. Go: `(*pageAlloc).allocRange`.
     fn alloc_range_unchecked(&mut self, base: u64, npages: usize) -> usize {
+        if npages == 1 {
+            let (ci, i) = (ChunkIdx::of(base), chunk_page_index(base));
+            let old = self.summary[LEAF][ci.0];
+            let chunk = self.chunk_of_mut(ci);
+            let zeroed = usize::from(chunk.scavenged.get(i));
+            chunk.alloc_range(i, 1);
+            let keeps = one_page_keeps_summary(chunk.alloc.words(), i, old, false);
+            self.free_pages -= 1;
+            if !keeps {
+                self.update(base, 1, true, true);
+            }
+            return zeroed;
+        }
         let mut zeroed = 0;
         self.for_each_chunk_piece(base, npages, |chunk, i, n| {
             zeroed += chunk.scavenged.popcnt_range(i, n);
@@ -1127,7 +1207,15 @@ impl<'m> PageAlloc<'m> {
     /// is refused with an error naming the first bad page, and nothing changes.
     pub fn free(&mut self, base: u64, npages: usize) -> Result<(), RangeOpError> {
         self.check_range(base, npages)?;
-        if let Some(page) = self.first_page_with(base, npages, false) {
+        let allocated = if npages == 1 {
+            self.chunk_of(ChunkIdx::of(base))
+                .alloc
+                .get(chunk_page_index(base))
+        } else {
+            self.first_page_with(base, npages, false).is_none()
+        };
+        if !allocated {
+            let page = self.first_page_with(base, npages, false).unwrap_or(base);
             return Err(RangeOpError::NotAllocated { base, npages, page });
         }
         self.free_unchecked(base, npages);
@@ -1141,8 +1229,14 @@ impl<'m> PageAlloc<'m> {
         }
         if npages == 1 {
             // Fast path: one page in one chunk.
-            let ci = ChunkIdx::of(base);
-            self.chunk_of_mut(ci).free1(chunk_page_index(base));
+            let (ci, i) = (ChunkIdx::of(base), chunk_page_index(base));
+            let old = self.summary[LEAF][ci.0];
+            let chunk = self.chunk_of_mut(ci);
+            chunk.free1(i);
+            if one_page_keeps_summary(chunk.alloc.words(), i, old, true) {
+                self.free_pages += 1;
+                return;
+            }
         } else {
             self.for_each_chunk_piece(base, npages, |chunk, i, n| {
                 if n == PALLOC_CHUNK_PAGES {
@@ -1163,9 +1257,9 @@ impl<'m> PageAlloc<'m> {
     /// summary leaves room for a fit or the window cuts an entry, and carries the free
     /// run that crosses entry boundaries, as Go's `find` does on one level.
     ///
-    /// Unconstrained requests take Go's path ([`PageAlloc::alloc`]). A constrained
-    /// allocation never raises the search address (like Go's physically aligned path,
-    /// which calls `find` directly).
+    /// Unconstrained requests take Go's path ([`PageAlloc::alloc`]). A window that
+    /// starts at the search address may raise it to the first entry it found not full,
+    /// so that repeated huge-page requests do not rescan full memory.
     pub fn alloc_constrained(
         &mut self,
         npages: usize,
@@ -1197,10 +1291,18 @@ impl<'m> PageAlloc<'m> {
             hi,
             run_start: 0,
             run_pages: 0,
+            first_free: MAX_SEARCH_ADDR,
         };
         let root_hi = level_index(0, hi - 1).min(self.summary[0].len() - 1);
+        // A window that starts at the search address sees every free page above it, so
+        // the first free entry it meets may raise the search address.
+        let raise = lo == self.search_addr;
+        let to_end = hi >= self.layout.span_limit();
         for j in level_index(0, lo)..=root_hi {
             if let Some(addr) = self.visit(&mut st, 0, j) {
+                if raise {
+                    self.search_addr = self.search_addr.max(st.first_free);
+                }
                 let zeroed_pages = self.alloc_range_unchecked(addr, npages);
                 return Ok(Allocation {
                     base: addr,
@@ -1208,6 +1310,9 @@ impl<'m> PageAlloc<'m> {
                     zeroed_pages,
                 });
             }
+        }
+        if raise && to_end {
+            self.search_addr = self.search_addr.max(st.first_free);
         }
         Err(oom)
     }
@@ -1223,6 +1328,9 @@ impl<'m> PageAlloc<'m> {
         if sum == PallocSum::EMPTY {
             st.run_pages = 0;
             return None;
+        }
+        if st.first_free == MAX_SEARCH_ADDR {
+            st.first_free = entry_base.max(st.lo);
         }
         let clipped = entry_base < st.lo || entry_limit > st.hi;
         if !clipped {
@@ -1414,6 +1522,9 @@ struct Dfs {
     /// The free run that reaches the end of the last entry visited.
     run_start: u64,
     run_pages: usize,
+    /// The base (clipped to `lo`) of the first entry visited that has a free page; no page
+    /// between `lo` and it is free. [`MAX_SEARCH_ADDR`] until one is seen.
+    first_free: u64,
 }
 
 impl Dfs {
