@@ -521,8 +521,7 @@ impl Console {
     /// (in random order, which leaves holes), until PERCENT of memory is in use.
     fn fill(&mut self, percent: u8, out: &mut dyn Write) -> fmt::Result {
         let s = mm::stats();
-        // Rounded up, so that the percentage printed at the end is the one asked for.
-        let target = (s.total_pages * percent as usize).div_ceil(100);
+        let target = s.total_pages * percent as usize / 100;
         let mut used = s.used_pages;
         let (mut allocated, mut freed) = (0usize, 0usize);
         let mut biggest = 16;
@@ -564,7 +563,8 @@ impl Console {
             out,
             "fill: {}% in use ({} of {} frames): allocated {allocated}, freed {freed}; \
              this console holds {held} frame{} in {runs} run{}",
-            s.used_pages * 100 / s.total_pages.max(1),
+            // Rounded: frees come in whole runs, so the target is only met to a few frames.
+            (s.used_pages * 100 + s.total_pages / 2) / s.total_pages.max(1),
             s.used_pages,
             s.total_pages,
             plural(held),

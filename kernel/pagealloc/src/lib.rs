@@ -11,6 +11,8 @@ extern crate std;
 #[cfg(any(test, feature = "check"))]
 mod check;
 pub mod consts;
+#[doc = include_str!("../GUIDE.md")]
+pub mod guide {}
 #[cfg(any(test, feature = "testutil"))]
 pub mod model;
 pub mod pagealloc;
