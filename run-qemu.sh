@@ -44,6 +44,12 @@ Boot options:
   --boot-log      show the bootloader's own log on serial
   --shell         boot the memory console instead (kernel/src/bin/shell.rs): type
                   commands such as help, alloc 3, tree; quit ends it; no timeout
+  --display[=UI]  show the picture of physical memory in a QEMU window (UI: gtk, the
+                  default, or sdl; needs a graphical session); the kernel pauses at
+                  each step and waits for a key at the end; no timeout
+  --screendump FILE
+                  save the picture to FILE (PNG if it ends in .png, else PPM) when
+                  the kernel offers it (the demo's step with frames of every kind)
   -h, --help      show this help
   --              pass everything after it to QEMU, e.g. -- -d int,cpu_reset
 
@@ -52,10 +58,11 @@ panic, triple fault, timeout, QEMU missing), 2 for bad usage.
 
 `test` runs: cargo fmt --check; clippy (-D warnings) on the host crates and on the kernel;
 the host crates' unit tests; a build of pagealloc for x86_64-unknown-none; every kernel test
-in QEMU (BIOS), some at several memory sizes (the table KERNEL_TEST_RUNS in this script); the
-memory console driven by kernel/tests/shell_script.txt; and a boot of the kernel through
-BIOS and through UEFI. It prints each suite's result, then a summary, and fails if anything
-failed.
+in QEMU (BIOS), some at several memory sizes (the table KERNEL_TEST_RUNS in this script),
+with the pixels they name checked in a screendump (BOOT_SCREEN_CHECK=1); the picture test
+through UEFI too; the memory console driven by kernel/tests/shell_script.txt; and a boot of
+the kernel through BIOS and through UEFI, each with a screendump. It prints each suite's
+result, then a summary, and fails if anything failed.
 
 On a fresh machine it first installs the pinned Rust toolchain (rustup toolchain install)
 and, when run as root, QEMU and OVMF with apt-get.
@@ -134,6 +141,15 @@ ensure_qemu() {
 
 # --- ./run-qemu.sh [OPTIONS] ----------------------------------------------------------
 
+# user_path PATH: PATH as the user meant it, from the directory they ran this script in
+# (the script has moved to the repository root since; `cd` left the old one in OLDPWD).
+user_path() {
+  case $1 in
+    /*) printf '%s\n' "$1" ;;
+    *) printf '%s/%s\n' "${OLDPWD:-$PWD}" "$1" ;;
+  esac
+}
+
 run_kernel() {
   local cargo_args=() boot_args=() uefi=no alias=krun
   while (($#)); do
@@ -144,6 +160,13 @@ run_kernel() {
       --release) cargo_args+=(--release) ;;
       --kvm | --boot-log) boot_args+=("$1") ;;
       --shell) alias=kshell; boot_args+=(--shell) ;;
+      --display | --display=*) boot_args+=("$1") ;;
+      --screendump)
+        (($# >= 2)) || usage_error "$1 needs a value"
+        boot_args+=("$1" "$(user_path "$2")")
+        shift
+        ;;
+      --screendump=*) boot_args+=(--screendump "$(user_path "${1#--screendump=}")") ;;
       --memory | --smp | --timeout)
         (($# >= 2)) || usage_error "$1 needs a value"
         boot_args+=("$1" "$2")
@@ -262,7 +285,7 @@ boot_kernel_check() {
   local out
   out=$(mktemp)
   set +e
-  cargo krun -q -- "$@" 2>&1 | tee "$out"
+  cargo krun -q -- --screen-check "$@" 2>&1 | tee "$out"
   local status=${PIPESTATUS[0]}
   set -e
   if ((status == 0)) && ! grep -q "via $firmware" "$out"; then
@@ -271,6 +294,10 @@ boot_kernel_check() {
   fi
   if ((status == 0)) && ! grep -q '^usable memory: ' "$out"; then
     echo "run-qemu.sh: the kernel exited 0 but printed no memory map"
+    status=1
+  fi
+  if ((status == 0)) && ! grep -q '^boot: screendump written to ' "$out"; then
+    echo "run-qemu.sh: the kernel exited 0 but offered no screendump of its picture"
     status=1
   fi
   rm -f "$out"
@@ -309,8 +336,11 @@ run_tests() {
     if [[ $name == lib ]]; then target=(--lib); else target=(--test "$name"); fi
     run_suite "kernel test $name ($memory, $smp CPU, BIOS)" kernel \
       env BOOT_MEMORY="$memory" BOOT_SMP="$smp" BOOT_TIMEOUT="$timeout" BOOT_UEFI=0 \
-      cargo ktest -q "${target[@]}"
+      BOOT_SCREEN_CHECK=1 cargo ktest -q "${target[@]}"
   done < <(kernel_test_runs)
+  # The picture on UEFI's framebuffer (4 bytes a pixel, another size) as well.
+  run_suite "kernel test screen (512M, 1 CPU, UEFI)" kernel \
+    env BOOT_UEFI=1 BOOT_SCREEN_CHECK=1 cargo ktest -q --test screen
 
   # The memory console, typed into through the serial port (see the script for its format).
   run_suite "kernel shell: serial script (BIOS)" check \

@@ -6,6 +6,7 @@
 mod filter;
 mod options;
 mod run;
+mod screen;
 mod script;
 
 use options::{Command, Firmware, Options, USAGE};
@@ -53,6 +54,9 @@ fn boot(options: &Options) -> Result<Outcome, String> {
             options.ovmf_path.display(),
             run::install_command()
         ));
+    }
+    if !options.images_only {
+        screen::check_display(&options.screen, &|var| std::env::var_os(var).is_some())?;
     }
     let image = build_image(options)?;
     if options.images_only {

@@ -4,6 +4,7 @@
 //! variables let a script choose QEMU settings for a kernel test run through cargo, where
 //! the command line is cargo's.
 
+use crate::screen::ScreenOptions;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,6 +13,8 @@ use std::time::Duration;
 pub const DEFAULT_MEMORY: &str = "512M";
 /// Default timeout: boots take seconds here, so a run this long has hung.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+/// QEMU display for `--display` without a value.
+pub const DEFAULT_DISPLAY: &str = "gtk";
 /// Default UEFI firmware (Debian's `ovmf` package).
 pub const DEFAULT_OVMF_PATH: &str = "/usr/share/ovmf/OVMF.fd";
 
@@ -41,6 +44,14 @@ Options (environment variable in brackets; a flag wins over the variable):
                      type FILE's `send:` lines into the serial port and wait for
                      its `expect:` lines in the output (see boot/src/script.rs);
                      the run fails if one is not seen     [BOOT_SERIAL_SCRIPT]
+  --display[=UI]     show the screen in a window (QEMU's -display UI: gtk, the
+                     default, or sdl); no timeout unless one is given, and
+                     the kernel pauses so you can watch        [BOOT_DISPLAY=1|gtk|sdl]
+  --screendump FILE  when the kernel prints `screen: drawn`, save the screen to
+                     FILE (PNG if it ends in .png, else PPM)              [BOOT_SCREENDUMP]
+  --screen-check     also check the pixels the kernel names in `screen: expect`
+                     lines against that screendump; a wrong one fails the run
+                     (see boot/src/screen.rs)                      [BOOT_SCREEN_CHECK=1]
   --images-only      build the disk image(s), print their paths, do not run
   -h, --help         show this help
   --                 everything after it goes to QEMU unchanged
@@ -93,6 +104,8 @@ pub struct Options {
     pub timeout: Option<Duration>,
     pub kvm: bool,
     pub boot_log: bool,
+    /// Window, screendump and pixel check.
+    pub screen: ScreenOptions,
     /// Interactive: QEMU reads the terminal.
     pub shell: bool,
     /// A script to drive the serial console with.
@@ -148,6 +161,17 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         Some(v) => parse_bool("BOOT_KVM", &v)?,
         None => false,
     };
+    let mut screen = ScreenOptions {
+        display: match env_nonempty("BOOT_DISPLAY") {
+            Some(v) => parse_display("BOOT_DISPLAY", &v)?,
+            None => None,
+        },
+        screendump: env_nonempty("BOOT_SCREENDUMP").map(PathBuf::from),
+        check: match env_nonempty("BOOT_SCREEN_CHECK") {
+            Some(v) => parse_bool("BOOT_SCREEN_CHECK", &v)?,
+            None => false,
+        },
+    };
     let mut boot_log = match env_nonempty("BOOT_LOG") {
         Some(v) => parse_bool("BOOT_LOG", &v)?,
         None => false,
@@ -185,6 +209,15 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             "--bios" => firmware = Firmware::Bios,
             "--kvm" => kvm = true,
             "--boot-log" => boot_log = true,
+            // The window's UI is optional: only `--display=UI` gives one.
+            "--display" => {
+                screen.display = match &inline {
+                    Some(v) => parse_display("--display", v)?,
+                    None => Some(DEFAULT_DISPLAY.to_string()),
+                }
+            }
+            "--screendump" => screen.screendump = Some(PathBuf::from(value_of("--screendump")?)),
+            "--screen-check" => screen.check = true,
             "--shell" => shell = true,
             "--serial-script" => serial_script = Some(PathBuf::from(value_of("--serial-script")?)),
             "--images-only" => images_only = true,
@@ -233,6 +266,10 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     if shell && !timeout_given {
         timeout = None;
     }
+    // Nor does someone watching the screen.
+    if screen.display.is_some() && !timeout_given {
+        timeout = None;
+    }
     Ok(Command::Run(Box::new(Options {
         kernel,
         firmware,
@@ -241,6 +278,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         timeout,
         kvm,
         boot_log,
+        screen,
         shell,
         serial_script,
         images_only,
@@ -250,6 +288,21 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             .unwrap_or_else(|| PathBuf::from(DEFAULT_OVMF_PATH)),
         qemu_binary: env_nonempty("BOOT_QEMU").unwrap_or_else(|| "qemu-system-x86_64".to_string()),
     })))
+}
+
+/// `1`/`yes`/... for the default UI, `0`/`no`/`none`/... for no window, or a UI's name.
+fn parse_display(name: &str, v: &str) -> Result<Option<String>, UsageError> {
+    let v = v.trim().to_ascii_lowercase();
+    match v.as_str() {
+        "1" | "true" | "yes" | "on" => Ok(Some(DEFAULT_DISPLAY.to_string())),
+        "0" | "false" | "no" | "off" | "none" => Ok(None),
+        ui if !ui.is_empty() && ui.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') => {
+            Ok(Some(v))
+        }
+        _ => Err(usage(format!(
+            "{name}: expected a QEMU display such as gtk or sdl, got `{v}`"
+        ))),
+    }
 }
 
 fn parse_bool(name: &str, v: &str) -> Result<bool, UsageError> {
@@ -437,6 +490,50 @@ mod tests {
         );
         assert_eq!(o.unwrap(), run(&["k"], &[]).unwrap());
         assert!(err(&["k", "some_test_name"], &[]).contains("cannot be filtered"));
+    }
+
+    #[test]
+    fn screen_options() {
+        let o = run(&["k"], &[]).unwrap();
+        assert_eq!(o.screen, ScreenOptions::default());
+        let o = run(
+            &[
+                "k",
+                "--display",
+                "--screendump",
+                "/t/s.png",
+                "--screen-check",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(o.screen.display.as_deref(), Some("gtk"));
+        assert_eq!(o.screen.screendump, Some(PathBuf::from("/t/s.png")));
+        assert!(o.screen.check);
+        assert_eq!(o.timeout, None, "someone watches: no timeout");
+        let o = run(&["k", "--display=sdl", "--timeout", "9"], &[]).unwrap();
+        assert_eq!(o.screen.display.as_deref(), Some("sdl"));
+        assert_eq!(o.timeout, Some(Duration::from_secs(9)));
+        let env = [
+            ("BOOT_DISPLAY", "1"),
+            ("BOOT_SCREENDUMP", "shot.ppm"),
+            ("BOOT_SCREEN_CHECK", "yes"),
+        ];
+        let o = run(&["k"], &env).unwrap();
+        assert_eq!(o.screen.display.as_deref(), Some("gtk"));
+        assert_eq!(o.screen.screendump, Some(PathBuf::from("shot.ppm")));
+        assert!(o.screen.check);
+        let o = run(&["k"], &[("BOOT_DISPLAY", "none")]).unwrap();
+        assert_eq!(
+            (o.screen.display, o.timeout),
+            (None, Some(Duration::from_secs(30)))
+        );
+        assert!(err(&["k", "--display=x11!"], &[]).contains("QEMU display"));
+        assert!(err(&["k"], &[("BOOT_SCREEN_CHECK", "maybe")]).starts_with("BOOT_SCREEN_CHECK"));
+        assert_eq!(
+            err(&["k", "--screendump"], &[]),
+            "--screendump needs a value"
+        );
     }
 
     #[test]

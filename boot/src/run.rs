@@ -2,6 +2,7 @@
 
 use crate::filter::SerialFilter;
 use crate::options::{Firmware, Options};
+use crate::screen::{LineTap, Session};
 use crate::script::{self, Transcript};
 use std::fs;
 use std::io::{self, Read, Write};
@@ -47,6 +48,8 @@ pub enum Outcome {
     TimedOut(Duration),
     /// A serial script step failed (and QEMU was stopped, if it still ran).
     ScriptFailed(String),
+    /// A screendump could not be taken, or its pixels were not what the kernel expected.
+    ScreenCheckFailed(String),
 }
 
 impl Outcome {
@@ -102,6 +105,7 @@ impl Outcome {
                 fmt_secs(*d)
             ),
             Outcome::ScriptFailed(why) => format!("serial script failed at {why}"),
+            Outcome::ScreenCheckFailed(why) => format!("screen check failed: {why}"),
         })
     }
 }
@@ -207,7 +211,7 @@ pub fn qemu_args(options: &Options, image: &Path) -> Vec<String> {
         "-vga".into(),
         "std".into(),
         "-display".into(),
-        "none".into(),
+        crate::screen::display(&options.screen),
         "-serial".into(),
         "stdio".into(),
         "--no-reboot".into(),
@@ -225,13 +229,19 @@ pub fn qemu_args(options: &Options, image: &Path) -> Vec<String> {
     if options.kvm {
         args.extend(["-enable-kvm".into(), "-cpu".into(), "host".into()]);
     }
+    args.extend(crate::screen::display_fw_cfg(&options.screen));
     args.extend(options.qemu_args.iter().cloned());
     args
 }
 
 /// Runs QEMU to the end or to the timeout.
 pub fn run_qemu(options: &Options, image: &Path) -> Result<Outcome, String> {
-    let args = qemu_args(options, image);
+    let mut args = qemu_args(options, image);
+    // Screendumps need QEMU's monitor and the kernel's output lines (see `screen`).
+    let screen = Session::start(&options.screen, image);
+    if let Some(session) = &screen {
+        args.extend(session.qemu_args());
+    }
     let script = match &options.serial_script {
         Some(path) => Some(script::load(path)?),
         None => None,
@@ -267,11 +277,12 @@ pub fn run_qemu(options: &Options, image: &Path) -> Result<Outcome, String> {
     let serial = child.stdout.take().expect("stdout is piped");
     let transcript = Arc::new(Transcript::default());
     let seen = Arc::clone(&transcript);
+    let lines = screen.as_ref().and_then(Session::line_sender);
     let forwarder = thread::spawn(move || {
         let result = forward(
             serial,
             &mut Tee {
-                out: io::stdout(),
+                out: LineTap::new(io::stdout(), lines),
                 transcript: &seen,
             },
         );
@@ -320,6 +331,15 @@ pub fn run_qemu(options: &Options, image: &Path) -> Result<Outcome, String> {
         thread::sleep(Duration::from_millis(20));
     };
     let _ = forwarder.join();
+    // A wrong pixel fails a run that would otherwise succeed.
+    let outcome = match screen.map(Session::finish) {
+        Some(Err(why)) if outcome == Outcome::Success => Outcome::ScreenCheckFailed(why),
+        Some(Err(why)) => {
+            eprintln!("\nboot: screen check failed: {why}");
+            outcome
+        }
+        _ => outcome,
+    };
     // The output has ended, so a script still waiting gives up now.
     if let Some(t) = script_thread {
         let (result, _) = t.join().map_err(|_| "the serial script thread panicked")?;
@@ -472,6 +492,7 @@ mod tests {
             timeout: None,
             kvm: false,
             boot_log: false,
+            screen: Default::default(),
             shell: false,
             serial_script: None,
             images_only: false,
@@ -499,6 +520,7 @@ mod tests {
             timeout: Some(Duration::from_secs(1)),
             kvm: false,
             boot_log: false,
+            screen: Default::default(),
             shell: false,
             serial_script: None,
             images_only: false,
@@ -536,6 +558,7 @@ mod tests {
             timeout: Some(Duration::from_millis(300)),
             kvm: false,
             boot_log: false,
+            screen: Default::default(),
             shell: false,
             serial_script: None,
             images_only: false,

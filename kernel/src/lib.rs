@@ -24,6 +24,7 @@ pub mod pic;
 pub mod qemu;
 pub mod ringbuf;
 pub mod rng;
+pub mod screen;
 pub mod serial;
 pub mod shell;
 pub mod testing;
@@ -49,8 +50,8 @@ pub const BOOTLOADER_CONFIG: BootloaderConfig = {
 static PHYSICAL_MEMORY_OFFSET: Once<VirtAddr> = Once::new();
 
 /// Sets up the CPU and the machine: GDT and TSS, IDT, PICs and timer; then enables
-/// interrupts. Also sorts the memory map by start address and records where physical
-/// memory is mapped.
+/// interrupts. Also sorts the memory map by start address, records where physical
+/// memory is mapped, and hands the framebuffer to [`screen`].
 pub fn init(boot_info: &mut BootInfo) {
     gdt::init();
     interrupts::init();
@@ -61,6 +62,8 @@ pub fn init(boot_info: &mut BootInfo) {
     if let Err(e) = mm::init(boot_info) {
         panic!("memory management set-up failed: {e}");
     }
+    // The picture of memory owns the framebuffer from here on.
+    screen::init(boot_info.framebuffer.take());
     x86_64::instructions::interrupts::enable();
 }
 

@@ -37,6 +37,8 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     serial_println!();
 
     allocator_demo();
+    // Let the host photograph the final picture, or a person look at it, if they asked.
+    kernel::screen::finish();
 
     let waited = kernel::interrupts::wait_ticks(2);
     serial_println!(
@@ -54,6 +56,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 fn allocator_demo() {
     use alloc::vec::Vec;
     use kernel::mm::{self, AddressSpace, FrameRequest, Zone};
+    use kernel::screen;
     use x86_64::VirtAddr;
     use x86_64::structures::paging::{Page, PageTableFlags};
 
@@ -86,12 +89,22 @@ fn allocator_demo() {
             );
         }
     }
+    match screen::info() {
+        Ok(info) => {
+            serial_println!("screen: a picture of physical memory on the framebuffer, {info}")
+        }
+        Err(why) => serial_println!("screen: no picture of memory: {why}"),
+    }
+    screen::show(
+        "memory management set up: the kernel heap, and the allocator's metadata at the top",
+    );
 
     serial_println!();
     serial_println!("== the heap grows on demand ==");
     let before = mm::heap::stats();
     let v: Vec<u64> = (0..128 * 1024).collect();
     let after = mm::heap::stats();
+    screen::show("a Vec of 1 MiB: the heap grew on demand");
     serial_println!(
         "a Vec of {} u64s: heap {} -> {} ({} in use)",
         v.len(),
@@ -124,6 +137,9 @@ fn allocator_demo() {
         dma.start_address(),
         Zone::of(dma.start_address().as_u64()).name()
     );
+    screen::show("holding 1 frame, 3 frames, a 2 MiB frame and 4 frames below 16 MiB");
+    // The picture with the most to see: this is the one `--screendump` saves.
+    screen::offer_screendump();
     let three_at = three.start_address();
     drop(three);
     let two = mm::alloc_frames(2).expect("2 frames");
@@ -135,6 +151,7 @@ fn allocator_demo() {
     serial_println!("free of a free frame -> error: {err}");
     serial_println!("free frames now: {}", mm::stats().free_pages);
     drop((one, two, huge, dma));
+    screen::show("all those frames freed");
 
     serial_println!();
     serial_println!("== an address space ==");
@@ -157,11 +174,13 @@ fn allocator_demo() {
         "PML4 at {:#x}; mapped 16 user pages at 0x400000, switched CR3, wrote and read back {sum}",
         space.pml4_frame().start_address()
     );
+    screen::show("an address space: its page tables and 16 user pages");
     serial_println!(
         "free frames with the address space: {}",
         mm::stats().free_pages
     );
     drop(space);
+    screen::show("the address space dropped: every frame back");
     let end = mm::stats().free_pages;
     serial_println!(
         "dropped it: free frames {end} (baseline {baseline}{})",

@@ -14,10 +14,28 @@ use x86_64::structures::paging::{
 use x86_64::{PhysAddr, VirtAddr};
 
 use super::frames::{self, FrameError, FrameRequest, Frames, GlobalFrameAllocator};
+use super::lock::IrqMutex;
 use super::{kernel_pml4, mapper_for, phys_to_virt};
 
 /// Top-level entries of the lower (user) half.
 const USER_ENTRIES: usize = 256;
+
+/// How many live address spaces [`for_each_live`] can report.
+pub const MAX_TRACKED: usize = 32;
+
+/// The top-level tables of the live address spaces, for code that looks at every page
+/// table (the memory picture). An address space made while all slots are taken is not
+/// tracked; nothing else depends on this list.
+static LIVE: IrqMutex<[Option<PhysFrame>; MAX_TRACKED]> = IrqMutex::new([None; MAX_TRACKED]);
+
+/// Calls `f` with the top-level table of every live address space (up to
+/// [`MAX_TRACKED`]). None of them is dropped while `f` runs, which is with interrupts
+/// off: keep it short.
+pub fn for_each_live(mut f: impl FnMut(PhysFrame)) {
+    for pml4 in LIVE.lock().iter().flatten() {
+        f(*pml4);
+    }
+}
 
 /// Why a mapping operation failed.
 #[derive(Debug)]
@@ -63,6 +81,9 @@ impl AddressSpace {
             for i in USER_ENTRIES..512 {
                 new[i] = kernel[i].clone();
             }
+        }
+        if let Some(slot) = LIVE.lock().iter_mut().find(|s| s.is_none()) {
+            *slot = Some(pml4);
         }
         Ok(AddressSpace { pml4 })
     }
@@ -173,6 +194,10 @@ impl AddressSpace {
 impl Drop for AddressSpace {
     fn drop(&mut self) {
         assert!(!self.is_active(), "dropping the active address space");
+        // Untracked first, so nobody walks the tables while they are freed.
+        if let Some(slot) = LIVE.lock().iter_mut().find(|s| **s == Some(self.pml4)) {
+            *slot = None;
+        }
         // SAFETY: the lower half's tables and frames belong to this address space alone
         // (the upper half is shared and not touched); nothing uses them any more.
         unsafe {

@@ -491,6 +491,16 @@ pub fn flush_caches() -> usize {
     returned
 }
 
+/// Each CPU's page cache as `(base, free)`: the address of its 64-frame block and a bit
+/// per frame of the block that the cache holds free (the zones' bitmaps show those frames
+/// allocated). An empty cache is `(_, 0)`.
+pub fn cached_blocks() -> [(u64, u64); MAX_CPUS] {
+    core::array::from_fn(|i| {
+        let cpu = CACHES[i].lock();
+        (cpu.cache.base(), cpu.cache.cache())
+    })
+}
+
 /// Counts for one zone.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct ZoneStats {

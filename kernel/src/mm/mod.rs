@@ -43,6 +43,15 @@ pub fn kernel_pml4() -> PhysFrame {
     *KERNEL_PML4.get().expect("mm::init has not run")
 }
 
+/// The physical address that the kernel's page tables map `addr` to, if any.
+pub fn translate(addr: VirtAddr) -> Option<PhysAddr> {
+    use x86_64::structures::paging::Translate;
+    // SAFETY: the mapper only reads the tables and lives only for this call, which does
+    // not allocate, so the heap (the only code that changes these tables) cannot grow.
+    let mapper = unsafe { mapper_for(kernel_pml4()) };
+    mapper.translate_addr(addr)
+}
+
 /// A mapper over the page table whose top level is in `pml4`.
 ///
 /// # Safety
