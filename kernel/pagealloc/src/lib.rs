@@ -29,7 +29,7 @@ pub use pagealloc::{
     AllocError, Allocation, ChunkIdx, Constraints, Contents, FreeRuns, GrowError, LayoutError,
     MAX_NPAGES, MAX_SEARCH_ADDR, Metadata, MetadataLayout, PageAlloc, RangeOpError,
 };
-pub use pagecache::PageCache;
+pub use pagecache::{FREE_BATCH_PAGES, FreeBatch, PageCache};
 pub use pallocbits::{PageBits, PallocBits, PallocData};
 pub use ranges::{AddrRange, AddrRanges};
 pub use summary::{FREE_CHUNK_SUM, PallocSum, merge_summaries};

@@ -1477,6 +1477,7 @@ impl<'m> PageAlloc<'m> {
         crate::check::check_invariants(self)
     }
 
+    #[cfg(any(test, feature = "check"))]
     pub(crate) fn in_use_ranges(&self) -> &AddrRanges {
         &self.in_use
     }
