@@ -378,7 +378,9 @@ impl Console {
         // Not (all) this console's. The allocator refuses a range with a free or
         // unmanaged page, so that one may go to it and get its error; a range that is
         // entirely allocated belongs to the kernel and must not be freed from here.
-        if frames::with_zones(|zones| kernel_owned(zones, addr, npages)) {
+        // Frames a CPU holds free look allocated in the zones' bitmaps too.
+        let held = frames::held_by_a_cpu(addr, limit.unwrap_or(u64::MAX)).is_some();
+        if !held && frames::with_zones(|zones| kernel_owned(zones, addr, npages)) {
             return writeln!(
                 out,
                 "free: {} is in use by the kernel, not by this console: not freed",

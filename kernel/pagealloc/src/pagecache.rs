@@ -270,6 +270,11 @@ impl FreeBatch {
         self.len == 0
     }
 
+    /// The pages held, oldest first.
+    pub fn pages(&self) -> impl Iterator<Item = u64> + '_ {
+        self.pages[..self.len].iter().copied()
+    }
+
     /// The most recently freed page, now allocated to the caller.
     pub fn alloc(&mut self) -> Option<u64> {
         self.len = self.len.checked_sub(1)?;

@@ -9,12 +9,15 @@
 //! address and page cache, which only run bottom-up.)
 //!
 //! All zones sit behind one [`IrqMutex`]. Single frames come from a per-CPU
-//! [`PageCache`] first, which needs only that CPU's own lock.
+//! [`PageCache`] first, which needs only that CPU's own lock. A single frame that is freed
+//! goes to its CPU's [`FreeBatch`]: it is checked like any free, reused by the next
+//! single-frame allocation on that CPU, and returned to its zone in sorted batches.
 
 use core::fmt;
 
 use pagealloc::{
-    AllocError, Allocation, Constraints, InvariantError, PageAlloc, PageCache, RangeOpError,
+    AllocError, Allocation, Constraints, FREE_BATCH_PAGES, FreeBatch, InvariantError, PageAlloc,
+    PageCache, RangeOpError,
 };
 use x86_64::PhysAddr;
 use x86_64::structures::paging::{FrameAllocator, FrameDeallocator, PhysFrame, Size2MiB, Size4KiB};
@@ -109,25 +112,30 @@ pub const MAX_CPUS: usize = 4;
 struct CpuCache {
     zone: Zone,
     cache: PageCache,
+    /// Single frames freed on this CPU, one batch per zone, reused before the cache.
+    batches: [FreeBatch; 3],
+}
+
+impl CpuCache {
+    const fn new() -> CpuCache {
+        CpuCache {
+            zone: Zone::Dma,
+            cache: PageCache::new(0, 0, 0),
+            batches: [FreeBatch::new(), FreeBatch::new(), FreeBatch::new()],
+        }
+    }
+
+    /// Free frames this CPU holds.
+    fn free_pages(&self) -> usize {
+        self.cache.free_pages() + self.batches.iter().map(FreeBatch::len).sum::<usize>()
+    }
 }
 
 static CACHES: [IrqMutex<CpuCache>; MAX_CPUS] = [
-    IrqMutex::new(CpuCache {
-        zone: Zone::Dma,
-        cache: PageCache::new(0, 0, 0),
-    }),
-    IrqMutex::new(CpuCache {
-        zone: Zone::Dma,
-        cache: PageCache::new(0, 0, 0),
-    }),
-    IrqMutex::new(CpuCache {
-        zone: Zone::Dma,
-        cache: PageCache::new(0, 0, 0),
-    }),
-    IrqMutex::new(CpuCache {
-        zone: Zone::Dma,
-        cache: PageCache::new(0, 0, 0),
-    }),
+    IrqMutex::new(CpuCache::new()),
+    IrqMutex::new(CpuCache::new()),
+    IrqMutex::new(CpuCache::new()),
+    IrqMutex::new(CpuCache::new()),
 ];
 
 /// The index of the CPU this runs on. The kernel starts no other CPU yet; with SMP this
@@ -362,6 +370,17 @@ pub fn alloc_uncached(req: FrameRequest) -> Result<Frames, FrameError> {
 
 fn alloc_one() -> Result<Frames, FrameError> {
     let mut cpu = CACHES[cpu_id()].lock();
+    // The most recently freed frame first (still warm); never a DMA one, which waits in
+    // its batch for the zone.
+    for z in [Zone::Normal, Zone::Dma32] {
+        if let Some(addr) = cpu.batches[z as usize].alloc() {
+            return Ok(Frames {
+                start: PhysAddr::new(addr),
+                npages: 1,
+                zeroed_pages: 0,
+            });
+        }
+    }
     if let Some(frames) = take_from_cache(&mut cpu) {
         return Ok(frames);
     }
@@ -374,7 +393,8 @@ fn alloc_one() -> Result<Frames, FrameError> {
             };
             let cache = pa.alloc_to_cache();
             if !cache.is_empty() {
-                *cpu = CpuCache { zone: z, cache };
+                cpu.zone = z;
+                cpu.cache = cache;
                 break;
             }
         }
@@ -453,21 +473,63 @@ fn out_of_memory(req: FrameRequest) -> FrameError {
 /// (a foreign address), or the allocator's own metadata.
 pub fn free_frames(start: PhysAddr, npages: usize) -> Result<(), FrameError> {
     let base = start.as_u64();
-    let mut zones = FRAMES.lock();
-    let (mb, ml) = zones.metadata;
     let limit = base.saturating_add(npages as u64 * FRAME_SIZE);
+    let (mb, ml) = FRAMES.lock().metadata;
     if base < ml && mb < limit {
         return Err(FrameError::Metadata { base, npages });
     }
-    let z = Zone::of(base);
-    let Some(pa) = zones.zone_mut(z) else {
-        return Err(FrameError::Free(RangeOpError::NotGrown {
+    // The zones' bitmaps show frames that a CPU holds free as allocated: ask the CPUs.
+    if let Some(page) = held_by_a_cpu(base, limit) {
+        return Err(FrameError::Free(RangeOpError::NotAllocated {
             base,
             npages,
-            page: base,
+            page,
         }));
-    };
+    }
+    let z = Zone::of(base);
+    let not_grown = FrameError::Free(RangeOpError::NotGrown {
+        base,
+        npages,
+        page: base,
+    });
+    if npages == 1 {
+        // Single frames go to this CPU's batch, which checks them like a free.
+        let mut cpu = CACHES[cpu_id()].lock();
+        let mut zones = FRAMES.lock();
+        let pa = zones.zone_mut(z).ok_or(not_grown)?;
+        return cpu.batches[z as usize]
+            .free(pa, base)
+            .map_err(FrameError::Free);
+    }
+    let mut zones = FRAMES.lock();
+    let pa = zones.zone_mut(z).ok_or(not_grown)?;
     pa.free(base, npages).map_err(FrameError::Free)
+}
+
+/// The first frame of `[base, limit)` that some CPU holds free: in its page cache, or in
+/// a batch of freed frames. Takes the CPUs' locks: do not call it under the zones' lock.
+pub fn held_by_a_cpu(base: u64, limit: u64) -> Option<u64> {
+    let mut first = None;
+    for c in &CACHES {
+        let cpu = c.lock();
+        let block = cpu.cache.base();
+        let mut bits = cpu.cache.cache();
+        while bits != 0 {
+            let page = block + u64::from(bits.trailing_zeros()) * FRAME_SIZE;
+            bits &= bits - 1;
+            if base <= page && page < limit {
+                first = Some(first.map_or(page, |f: u64| f.min(page)));
+            }
+        }
+        for batch in &cpu.batches {
+            for page in batch.pages() {
+                if base <= page && page < limit {
+                    first = Some(first.map_or(page, |f: u64| f.min(page)));
+                }
+            }
+        }
+    }
+    first
 }
 
 /// Returns every CPU's cached pages to the zones. Returns how many pages came back.
@@ -475,30 +537,63 @@ pub fn flush_caches() -> usize {
     let mut returned = 0;
     for c in &CACHES {
         let mut cpu = c.lock();
-        if cpu.cache.is_empty() {
+        let n = cpu.free_pages();
+        if n == 0 {
             continue;
         }
-        let n = cpu.cache.free_pages();
         let mut zones = FRAMES.lock();
+        for z in Zone::ALL {
+            if let Some(pa) = zones.zone_mut(z) {
+                cpu.batches[z as usize].flush(pa);
+            }
+        }
         let zone = cpu.zone;
         if let Some(pa) = zones.zone_mut(zone) {
             cpu.cache
                 .flush(pa)
                 .unwrap_or_else(|e| panic!("flushing a page cache into {}: {e}", zone.name()));
-            returned += n;
         }
+        returned += n;
     }
     returned
 }
 
-/// Each CPU's page cache as `(base, free)`: the address of its 64-frame block and a bit
-/// per frame of the block that the cache holds free (the zones' bitmaps show those frames
-/// allocated). An empty cache is `(_, 0)`.
-pub fn cached_blocks() -> [(u64, u64); MAX_CPUS] {
-    core::array::from_fn(|i| {
-        let cpu = CACHES[i].lock();
-        (cpu.cache.base(), cpu.cache.cache())
-    })
+/// Frames the CPUs hold free (in page caches and batches of freed frames); the zones'
+/// bitmaps show them allocated.
+pub struct CpuHeldFrames {
+    blocks: [(u64, u64); MAX_CPUS],
+    singles: [u64; MAX_CPUS * 3 * FREE_BATCH_PAGES],
+    n_singles: usize,
+}
+
+impl CpuHeldFrames {
+    /// `(base, free)` pairs: the address of a 64-frame block and a bit per frame of it
+    /// that a CPU holds free.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let block_bytes = 64 * FRAME_SIZE;
+        let singles = self.singles[..self.n_singles]
+            .iter()
+            .map(move |&p| (p & !(block_bytes - 1), 1u64 << ((p / FRAME_SIZE) % 64)));
+        self.blocks.iter().copied().chain(singles)
+    }
+}
+
+/// What the CPUs hold free, read under their locks.
+pub fn cached_blocks() -> CpuHeldFrames {
+    let mut held = CpuHeldFrames {
+        blocks: [(0, 0); MAX_CPUS],
+        singles: [0; MAX_CPUS * 3 * FREE_BATCH_PAGES],
+        n_singles: 0,
+    };
+    for (i, c) in CACHES.iter().enumerate() {
+        let cpu = c.lock();
+        held.blocks[i] = (cpu.cache.base(), cpu.cache.cache());
+        for page in cpu.batches.iter().flat_map(FreeBatch::pages) {
+            held.singles[held.n_singles] = page;
+            held.n_singles += 1;
+        }
+    }
+    held
 }
 
 /// Counts for one zone.
@@ -535,7 +630,7 @@ pub struct FrameStats {
 
 /// The allocator's counts. The caches are read first, then the zones.
 pub fn stats() -> FrameStats {
-    let cached_pages: usize = CACHES.iter().map(|c| c.lock().cache.free_pages()).sum();
+    let cached_pages: usize = CACHES.iter().map(|c| c.lock().free_pages()).sum();
     let zones = FRAMES.lock();
     let mut s = FrameStats {
         cached_pages,

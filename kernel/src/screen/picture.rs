@@ -276,7 +276,7 @@ impl Snapshot {
                 }
             }
         });
-        for (base, free) in cached {
+        for (base, free) in cached.iter() {
             if free == 0 {
                 continue;
             }
