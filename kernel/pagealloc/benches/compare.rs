@@ -38,7 +38,9 @@ use frame_alloc::{PageSize, PhysRange, PhysicalAllocator, Provenance, RegionInit
 use pagealloc::model::FirstFitBitmap;
 use pagealloc::pallocbits::find_bit_range64;
 use pagealloc::testutil::HeapMetadata;
-use pagealloc::{AddrRange, Constraints, Contents, MetadataLayout, PageAlloc, PageCache};
+use pagealloc::{
+    AddrRange, Constraints, Contents, FreeBatch, MetadataLayout, PageAlloc, PageCache,
+};
 use pagealloc::{PallocBits, PallocSum, merge_summaries};
 
 const PAGE: u64 = 4096;
@@ -749,17 +751,28 @@ impl Peer for Ours<'_> {
     }
 }
 
-/// Single pages come from a [`PageCache`], refilled with `alloc_to_cache` when empty;
-/// everything else, and every free, goes straight to the allocator, as in the kernel.
+/// As the kernel uses it: single pages come from the [`FreeBatch`] of recent frees, then
+/// from a [`PageCache`] refilled with `alloc_to_cache`; single-page frees go to the batch;
+/// everything else goes straight to the allocator, which returns the batch first when it
+/// runs out.
 struct OursCached<'m> {
     pa: PageAlloc<'m>,
     cache: PageCache,
+    batch: FreeBatch,
 }
 
 impl Peer for OursCached<'_> {
     fn alloc(&mut self, npages: usize) -> Option<u64> {
         if npages != 1 {
+            if let Ok(a) = self.pa.alloc(npages) {
+                return Some(a.base);
+            }
+            // No allocation fails while freed pages wait in the batch.
+            self.batch.flush(&mut self.pa);
             return self.pa.alloc(npages).ok().map(|a| a.base);
+        }
+        if let Some(addr) = self.batch.alloc() {
+            return Some(addr);
         }
         if let Some((addr, _)) = self.cache.alloc(1) {
             return Some(addr);
@@ -769,17 +782,23 @@ impl Peer for OursCached<'_> {
     }
 
     fn alloc_aligned(&mut self, npages: usize, align_pages: usize) -> Option<u64> {
-        self.pa
-            .alloc_constrained(npages, Constraints::aligned(align_pages))
-            .ok()
-            .map(|a| a.base)
+        let c = Constraints::aligned(align_pages);
+        if let Ok(a) = self.pa.alloc_constrained(npages, c) {
+            return Some(a.base);
+        }
+        self.batch.flush(&mut self.pa);
+        self.pa.alloc_constrained(npages, c).ok().map(|a| a.base)
     }
 
     fn free(&mut self, addr: u64, npages: usize) -> bool {
+        if npages == 1 {
+            return self.batch.free(&mut self.pa, addr).is_ok();
+        }
         self.pa.free(addr, npages).is_ok()
     }
 
     fn flush(&mut self) {
+        self.batch.flush(&mut self.pa);
         self.cache
             .flush(&mut self.pa)
             .expect("flush of the bench's own cache");
@@ -842,6 +861,7 @@ impl Subject for OursCachedS {
             &mut OursCached {
                 pa,
                 cache: PageCache::default(),
+                batch: FreeBatch::new(),
             },
             init,
         ))
