@@ -17,7 +17,9 @@ use alloc::vec::Vec;
 use core::fmt::{self, Write};
 
 use bootloader_api::info::MemoryRegion;
-use pagealloc::consts::{LEVEL_SHIFT, PAGE_SIZE, PALLOC_CHUNK_PAGES, SUMMARY_LEVELS};
+use pagealloc::consts::{
+    LEVEL_SHIFT, PAGE_SIZE, PALLOC_CHUNK_PAGES, PHYS_ADDR_BITS, SUMMARY_LEVELS,
+};
 use pagealloc::pagealloc::chunk_page_index;
 use pagealloc::{AddrRange, ChunkIdx, MAX_SEARCH_ADDR, PageAlloc, PallocData, PallocSum};
 use x86_64::structures::paging::{Page, PageTableFlags};
@@ -324,6 +326,12 @@ impl Console {
         let Some(phys) = PhysAddr::try_new(addr).ok() else {
             return writeln!(out, "free: {addr:#x} is not a physical address");
         };
+        if limit.is_none_or(|l| l > 1 << PHYS_ADDR_BITS) {
+            return writeln!(
+                out,
+                "free: {npages} frames at {addr:#x} run past the physical address space"
+            );
+        }
         let overlap = |&(b, n): &(u64, usize), limit: u64| {
             let end = b + n as u64 * PAGE_SIZE;
             (addr.max(b), limit.min(end))
@@ -457,6 +465,13 @@ impl Console {
 
     /// `tree LEVEL INDEX`: the entry and its eight children in every zone that has it.
     fn tree_node(&mut self, level: usize, index: usize, out: &mut dyn Write) -> fmt::Result {
+        let entries = 1usize << (PHYS_ADDR_BITS - LEVEL_SHIFT[level]);
+        if index >= entries {
+            return writeln!(
+                out,
+                "tree: level {level} has {entries} entries in the {PHYS_ADDR_BITS}-bit physical address space"
+            );
+        }
         let node = show::entry_range(level, index);
         let mut shown = false;
         for z in Zone::ALL {
@@ -641,6 +656,9 @@ fn help(out: &mut dyn Write) -> fmt::Result {
 
 /// `chunk ADDR`: the bitmap of the chunk holding `addr`.
 fn chunk(addr: u64, out: &mut dyn Write) -> fmt::Result {
+    if addr >= 1 << PHYS_ADDR_BITS {
+        return writeln!(out, "chunk: {addr:#x} is not a physical address");
+    }
     let z = Zone::of(addr);
     let ci = ChunkIdx::of(addr);
     let base = ci.base();
@@ -919,6 +937,9 @@ mod tests {
         assert!(run(&mut c, "tree 4 8").contains("a chunk: its children are the 512 pages"));
         assert!(run(&mut c, "tree 0 100").contains("no zone has an entry L0[100]"));
         assert!(run(&mut c, "tree 9 0").contains("usage: tree [LEVEL INDEX]"));
+        let huge = run(&mut c, "tree 0 0xffffffffffffffff");
+        let roots = 1usize << (PHYS_ADDR_BITS - LEVEL_SHIFT[0]); // 32768 for 48 bits
+        assert!(huge.starts_with(&alloc::format!("tree: level 0 has {roots} entries")));
     }
 
     #[test_case]
@@ -947,6 +968,12 @@ mod tests {
         assert!(run(&mut c, "chunk").starts_with("no allocation yet"));
         assert!(run(&mut c, "chunk 0").contains("'#' allocated"));
         assert!(run(&mut c, "chunk 0x10000000000").contains("no zone manages"));
+        assert!(run(&mut c, "chunk 0xffffffffffffffff").contains("is not a physical address"));
+        assert!(run(&mut c, "free 0x1000 0xffffffffffffffff").contains("run past the physical"));
+        assert!(run(&mut c, "free 0xfffffffffffff000 1").contains("not a physical address"));
+        assert!(run(&mut c, "alloc 0xffffffffffffffff").contains("exceeds the address space"));
+        assert!(run(&mut c, "alloc 1 align 0x8000000000000000").contains("not a power of two"));
+        assert!(run(&mut c, "alloc 1 below 0").contains("out of memory"));
         assert_eq!(run(&mut c, ""), "");
         assert!(run(&mut c, "bogus").starts_with("unknown command `bogus`"));
         let mut out = String::new();
