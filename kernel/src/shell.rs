@@ -284,7 +284,11 @@ impl Console {
             "this console holds {frames} frame{} in {runs} run{}",
             plural(frames),
             plural(runs)
-        )
+        )?;
+        match crate::serial::input_dropped() {
+            0 => Ok(()),
+            n => writeln!(out, "serial input: {n} bytes lost (sent faster than read)"),
+        }
     }
 
     fn alloc(
