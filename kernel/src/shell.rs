@@ -360,7 +360,7 @@ impl Console {
             if self.held.try_reserve(2).is_err() {
                 return writeln!(out, "free: the heap has no room to record the rest");
             }
-            if let Err(e) = mm::free_frames(phys, npages) {
+            if let Err(e) = frames::free_uncached(phys, npages) {
                 return writeln!(out, "free: {e}");
             }
             let mut k = 0;
@@ -399,7 +399,7 @@ impl Console {
                 Range(addr, limit.unwrap_or(u64::MAX))
             );
         }
-        match mm::free_frames(phys, npages) {
+        match frames::free_uncached(phys, npages) {
             Err(e) => writeln!(out, "free: {e}"),
             Ok(()) => writeln!(out, "freed {npages} frames at {addr:#x}"),
         }
@@ -571,7 +571,7 @@ impl Console {
         while used > target && !self.held.is_empty() {
             let k = self.rng.below(self.held.len() as u64) as usize;
             let (base, n) = self.held.swap_remove(k);
-            if let Err(e) = mm::free_frames(PhysAddr::new(base), n) {
+            if let Err(e) = frames::free_uncached(PhysAddr::new(base), n) {
                 writeln!(out, "fill: {e}")?;
                 break;
             }
@@ -883,6 +883,12 @@ mod tests {
                 .starts_with("freed 1 frame at")
         );
         assert_eq!(c.holding(), (2, 3));
+        // Straight back to the allocator (not to a CPU's batch): its bitmap shows it free.
+        let i = chunk_page_index(base);
+        let picture = run(&mut c, &alloc::format!("chunk {base:#x}"));
+        let row = picture.lines().nth(1 + (i + 1) / 64).unwrap();
+        let cells: String = row.split_whitespace().skip(1).collect();
+        assert_eq!(&cells[(i + 1) % 64..(i + 1) % 64 + 1], ".", "{picture}");
         let again = run(&mut c, &alloc::format!("free {:#x} 1", base + 4096));
         assert!(again.contains("is not allocated (double free?)"), "{again}");
         let meta = mm::init_report().unwrap().metadata.base;

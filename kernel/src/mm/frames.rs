@@ -472,6 +472,17 @@ fn out_of_memory(req: FrameRequest) -> FrameError {
 /// changing anything, frames that are not allocated (a double free), not managed memory
 /// (a foreign address), or the allocator's own metadata.
 pub fn free_frames(start: PhysAddr, npages: usize) -> Result<(), FrameError> {
+    free_frames_to(start, npages, true)
+}
+
+/// Like [`free_frames`], but a single frame too goes straight back to its zone's
+/// allocator, never to a CPU's batch, so that every free shows in the allocators'
+/// summaries at once (the console uses this, with [`alloc_uncached`]).
+pub fn free_uncached(start: PhysAddr, npages: usize) -> Result<(), FrameError> {
+    free_frames_to(start, npages, false)
+}
+
+fn free_frames_to(start: PhysAddr, npages: usize, batch: bool) -> Result<(), FrameError> {
     let base = start.as_u64();
     let limit = base.saturating_add(npages as u64 * FRAME_SIZE);
     let (mb, ml) = FRAMES.lock().metadata;
@@ -492,7 +503,7 @@ pub fn free_frames(start: PhysAddr, npages: usize) -> Result<(), FrameError> {
         npages,
         page: base,
     });
-    if npages == 1 {
+    if batch && npages == 1 {
         // Single frames go to this CPU's batch, which checks them like a free.
         let mut cpu = CACHES[cpu_id()].lock();
         let mut zones = FRAMES.lock();
