@@ -14,66 +14,16 @@
 //! * Go's cases sit in maps (random order); here they run in source order, every case
 //!   runs even if an earlier one fails, and the test names the failing cases.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
-use pagealloc::consts::{PAGE_SIZE, PALLOC_CHUNK_BYTES, PALLOC_CHUNK_PAGES};
-use pagealloc::testutil::{
-    BASE_CHUNK_IDX, BitRange, HeapMetadata, assert_page_alloc_eq, new_page_alloc, page_base,
-};
+use pagealloc::consts::{PAGE_SIZE, PALLOC_CHUNK_BYTES};
+use pagealloc::testutil::{BASE_CHUNK_IDX, BitRange, HeapMetadata, page_base};
 use pagealloc::{
     AddrRange, AllocError, Allocation, ChunkIdx, Constraints, Contents, GrowError, MAX_NPAGES,
     MetadataLayout, PageAlloc, PallocSum, RangeOpError,
 };
 
-/// Go: `PallocChunkPages`.
-const P: usize = PALLOC_CHUNK_PAGES;
-
-/// The chunk `off` chunks above Go's `BaseChunkIdx`.
-const fn c(off: usize) -> ChunkIdx {
-    ChunkIdx(BASE_CHUNK_IDX.0 + off)
-}
-
-/// A description of some chunks: Go's `map[ChunkIdx][]BitRange`.
-type Chunks = Vec<(ChunkIdx, Vec<BitRange>)>;
-
-/// `chunks![c(0) => [(0, 5)], c(1) => []]` is Go's
-/// `map[ChunkIdx][]BitRange{BaseChunkIdx: {{0, 5}}, BaseChunkIdx + 1: {}}`.
-macro_rules! chunks {
-    ($($ci:expr => [$(($i:expr, $n:expr)),* $(,)?]),* $(,)?) => {
-        vec![$(($ci, vec![$(BitRange { i: $i, n: $n }),*])),*]
-    };
-}
-
-/// Go: `NewPageAlloc(chunks, scav)`.
-fn build<'m>(md: &'m mut HeapMetadata, chunks: &Chunks, scav: Option<&Chunks>) -> PageAlloc<'m> {
-    let chunks: Vec<(ChunkIdx, &[BitRange])> =
-        chunks.iter().map(|(ci, r)| (*ci, r.as_slice())).collect();
-    let scav: Option<Vec<(ChunkIdx, &[BitRange])>> =
-        scav.map(|s| s.iter().map(|(ci, r)| (*ci, r.as_slice())).collect());
-    new_page_alloc(md, &chunks, scav.as_deref())
-}
-
-/// Go's `checkPageAlloc`, plus summaries and the invariants.
-#[track_caller]
-fn check(want: &PageAlloc<'_>, got: &PageAlloc<'_>) {
-    assert_page_alloc_eq(want, got);
-    if let Err(e) = got.check_invariants() {
-        panic!("invariant broken: {e:?}");
-    }
-}
-
-/// Runs every case, each under `catch_unwind` so one failure does not hide the others,
-/// and fails with the names of the failing cases.
-fn run_cases<T>(test: &str, cases: &[(&str, T)], run: impl Fn(&str, &T)) {
-    let mut failed = Vec::new();
-    for (name, case) in cases {
-        if catch_unwind(AssertUnwindSafe(|| run(name, case))).is_err() {
-            eprintln!("{test}/{name}: FAILED");
-            failed.push(*name);
-        }
-    }
-    assert!(failed.is_empty(), "{test}: failing cases {failed:?}");
-}
+#[macro_use]
+mod common;
+use common::{Chunks, P, build, c, check, run_cases};
 
 /// The result Go's `hit{npages, base, scav}` stands for.
 fn want_alloc(
