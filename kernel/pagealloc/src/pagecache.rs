@@ -371,6 +371,7 @@ impl PageAlloc<'_> {
 
 #[cfg(test)]
 mod tests {
+    use crate::testutil::Rng;
     extern crate std;
 
     use std::vec::Vec;
@@ -573,18 +574,6 @@ mod tests {
         assert_eq!(c.alloc(4), Some((BASE, 2)));
         assert_eq!(c.cache(), 0x0f0f_0f00);
         assert_eq!(c.scav(), 0x0303_0300);
-    }
-
-    /// A tiny xorshift generator, so the randomized test repeats exactly.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
     }
 
     /// The model's `alloc`: scan every start for `npages` free pages, one bit at a time.

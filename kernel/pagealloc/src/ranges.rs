@@ -423,6 +423,7 @@ impl fmt::Debug for AddrRanges {
 
 #[cfg(test)]
 mod tests {
+    use crate::testutil::Rng;
     extern crate std;
 
     use std::format;
@@ -780,22 +781,6 @@ mod tests {
         let mut bad = good.clone();
         bad.ranges[1] = rng(0x5000, 0x5000);
         assert!(bad.check().unwrap_err().contains("empty"));
-    }
-
-    /// A tiny xorshift generator, so the randomized tests repeat exactly.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
     }
 
     /// The model: one flag per 4 KiB unit of a small address window.

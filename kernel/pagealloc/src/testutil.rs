@@ -160,3 +160,25 @@ pub fn assert_page_alloc_eq(want: &PageAlloc<'_>, got: &PageAlloc<'_>) {
         panic!("invariant broken: {e}");
     }
 }
+
+/// A tiny xorshift generator, so that randomized tests repeat exactly. Seed it with any
+/// non-zero value.
+#[derive(Clone, Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 bits.
+    // A generator, not an iterator: it never ends, so it does not implement `Iterator`.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A value in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}

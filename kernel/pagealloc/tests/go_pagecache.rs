@@ -8,7 +8,7 @@
 //! every summary level, then the invariants.
 
 use pagealloc::consts::{PAGE_CACHE_PAGES, PAGE_SIZE};
-use pagealloc::testutil::{BASE_CHUNK_IDX, BitRange, HeapMetadata, page_base};
+use pagealloc::testutil::{BASE_CHUNK_IDX, BitRange, HeapMetadata, Rng, page_base};
 use pagealloc::{
     ChunkIdx, Contents, MetadataLayout, PageAlloc, PageCache, PallocSum, RangeOpError,
 };
@@ -180,18 +180,6 @@ fn bits64_to_bit_ranges(bits: u64, base: usize) -> Vec<BitRange> {
         i += n;
     }
     ranges
-}
-
-/// A tiny xorshift generator, so that the random cases repeat exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 /// Go: `TestPageCacheFlush`: a cache of the block at page `base` of a chunk whose block
