@@ -193,3 +193,40 @@ fn bad_frees_are_refused() {
     assert_eq!(mm::stats().free_pages, before.free_pages);
     check();
 }
+
+#[test_case]
+fn zeroed_frees_are_reported_and_only_dirty_frames_cleared() {
+    // Frames freed as zeroed come back reported as zero.
+    let mut f = mm::alloc_frames(8).unwrap();
+    f.as_mut_bytes().fill(0);
+    let (frame, n) = f.into_raw();
+    let at = frame.start_address();
+    mm::frames::free_frames_zeroed(at, n).unwrap();
+    let g = mm::alloc(FrameRequest::pages(8)).unwrap();
+    assert_eq!(
+        g.start_address(),
+        at,
+        "first fit gives the same frames back"
+    );
+    assert_eq!(g.zeroed_pages(), 8);
+    // Half of them zeroed by their user, half dirty: a zeroed allocation clears the dirty
+    // half, and every byte reads zero.
+    let (frame, _) = g.into_raw();
+    let mut h = unsafe_frames(frame, 8);
+    h.as_mut_bytes().fill(0x5a);
+    h.as_mut_bytes()[..4 * 4096].fill(0);
+    let (frame, _) = h.into_raw();
+    mm::frames::free_frames_zeroed(frame.start_address(), 4).unwrap();
+    mm::free_frames(frame.start_address() + 4 * 4096u64, 4).unwrap();
+    let mut z = mm::alloc_zeroed(FrameRequest::pages(8)).unwrap();
+    assert_eq!(z.start_address(), at);
+    assert!(z.as_mut_bytes().iter().all(|&b| b == 0));
+    check();
+}
+
+/// Takes back frames released with `into_raw` in this test.
+fn unsafe_frames(frame: x86_64::structures::paging::PhysFrame, n: usize) -> Frames {
+    // SAFETY: the frames were allocated above and released with `into_raw`; nothing else
+    // uses them.
+    unsafe { Frames::from_raw(frame, n) }
+}

@@ -967,6 +967,31 @@ impl<'m> PageAlloc<'m> {
         Ok(self.alloc_range_unchecked(base, npages))
     }
 
+    /// Calls `f(base, npages)` for each maximal run of `[base, base + npages pages)`
+    /// whose zeroed bits are clear, in address order.
+    fn visit_dirty(&self, base: u64, npages: usize, f: &mut dyn FnMut(u64, usize)) {
+        let mut run: Option<(u64, usize)> = None;
+        for p in 0..npages {
+            let addr = base + ((p as u64) << PAGE_SHIFT);
+            let zeroed = self
+                .chunk_of(ChunkIdx::of(addr))
+                .scavenged
+                .get(chunk_page_index(addr));
+            run = match (run, zeroed) {
+                (Some((b, n)), false) => Some((b, n + 1)),
+                (None, false) => Some((addr, 1)),
+                (Some((b, n)), true) => {
+                    f(b, n);
+                    None
+                }
+                (None, true) => None,
+            };
+        }
+        if let Some((b, n)) = run {
+            f(b, n);
+        }
+    }
+
     /// Checks that a non-empty, aligned range lies in grown memory.
     pub(crate) fn check_grown(&self, base: u64, npages: usize) -> Result<(), RangeOpError> {
         self.check_range(base, npages)
@@ -1035,6 +1060,16 @@ impl<'m> PageAlloc<'m> {
     /// # Deviation from Go
     /// Failure is an error value instead of base address 0, which is a valid page here.
     pub fn alloc(&mut self, npages: usize) -> Result<Allocation, AllocError> {
+        self.alloc_go(npages, None)
+    }
+
+    /// [`PageAlloc::alloc`], telling `dirty` which runs of the result were not known to
+    /// be zero.
+    fn alloc_go(
+        &mut self,
+        npages: usize,
+        dirty: Option<&mut dyn FnMut(u64, usize)>,
+    ) -> Result<Allocation, AllocError> {
         check_npages(npages)?;
         let oom = AllocError::OutOfMemory {
             npages,
@@ -1079,6 +1114,9 @@ impl<'m> PageAlloc<'m> {
                 }
             },
         };
+        if let Some(f) = dirty {
+            self.visit_dirty(addr, npages, f);
+        }
         let zeroed_pages = self.alloc_range_unchecked(addr, npages);
         // Only an allocation raises the search address.
         if self.search_addr < candidate {
@@ -1222,6 +1260,15 @@ impl<'m> PageAlloc<'m> {
         Ok(())
     }
 
+    /// Frees pages whose contents the caller has zeroed (e.g. emptied page tables): like
+    /// [`PageAlloc::free`], and their zeroed bits are set, so the next allocation reports
+    /// them as zero (not in Go, whose scavenger sets these bits on free memory).
+    pub fn free_zeroed(&mut self, base: u64, npages: usize) -> Result<(), RangeOpError> {
+        self.free(base, npages)?;
+        self.for_each_chunk_piece(base, npages, |chunk, i, n| chunk.scavenged.set_range(i, n));
+        Ok(())
+    }
+
     /// Go's `free` without the checks.
     fn free_unchecked(&mut self, base: u64, npages: usize) {
         if base < self.search_addr {
@@ -1265,6 +1312,27 @@ impl<'m> PageAlloc<'m> {
         npages: usize,
         c: Constraints,
     ) -> Result<Allocation, AllocError> {
+        self.alloc_constrained_opt(npages, c, None)
+    }
+
+    /// [`PageAlloc::alloc_constrained`] that first calls `dirty(base, npages)` for each
+    /// run of the allocation whose pages were not known to be zero, in address order, so
+    /// that a caller who wants zeroed memory clears only those (not in Go).
+    pub fn alloc_constrained_with(
+        &mut self,
+        npages: usize,
+        c: Constraints,
+        dirty: &mut dyn FnMut(u64, usize),
+    ) -> Result<Allocation, AllocError> {
+        self.alloc_constrained_opt(npages, c, Some(dirty))
+    }
+
+    fn alloc_constrained_opt(
+        &mut self,
+        npages: usize,
+        c: Constraints,
+        mut dirty: Option<&mut dyn FnMut(u64, usize)>,
+    ) -> Result<Allocation, AllocError> {
         check_npages(npages)?;
         if !c.align_pages.is_power_of_two() || c.align_pages > MAX_NPAGES {
             return Err(AllocError::BadAlignment {
@@ -1272,7 +1340,7 @@ impl<'m> PageAlloc<'m> {
             });
         }
         if c == Constraints::NONE {
-            return self.alloc(npages);
+            return self.alloc_go(npages, dirty);
         }
         let oom = AllocError::OutOfMemory {
             npages,
@@ -1302,6 +1370,9 @@ impl<'m> PageAlloc<'m> {
             if let Some(addr) = self.visit(&mut st, 0, j) {
                 if raise {
                     self.search_addr = self.search_addr.max(st.first_free);
+                }
+                if let Some(f) = dirty.as_mut() {
+                    self.visit_dirty(addr, npages, &mut **f);
                 }
                 let zeroed_pages = self.alloc_range_unchecked(addr, npages);
                 return Ok(Allocation {
@@ -1943,5 +2014,55 @@ mod tests {
             e.to_string(),
             "grow of [0x1000, 0x3000) overlaps grown memory [0x2000, 0x4000)"
         );
+    }
+
+    #[test]
+    fn zeroed_pages_are_reported_run_by_run() {
+        let mut md = HeapMetadata::default();
+        let mut pa = with_regions(&mut md, &[AddrRange::new(0, 4 * MIB)]);
+        // Pages 0..8 and 516..520 were zeroed by their last user; the rest is dirty.
+        let a = pa.alloc(8).unwrap();
+        let b = pa
+            .alloc_constrained(12, Constraints::within(2 * MIB - pages(4), 4 * MIB))
+            .unwrap();
+        assert_eq!(b.base, 2 * MIB - pages(4));
+        pa.free_zeroed(a.base, 8).unwrap();
+        pa.free(b.base, 12).unwrap();
+        pa.alloc_range(b.base, 12).unwrap();
+        pa.free_zeroed(2 * MIB + pages(4), 4).unwrap();
+        pa.free(b.base, 8).unwrap();
+        pa.check_invariants().unwrap();
+        // Pages 0..20: 0..8 zeroed, 8..20 dirty; then 512..524 has 516..520 zeroed.
+        let mut dirty = Vec::new();
+        let c = pa
+            .alloc_constrained_with(20, Constraints::NONE, &mut |b, n| dirty.push((b, n)))
+            .unwrap();
+        assert_eq!((c.base, c.zeroed_pages), (0, 8));
+        assert_eq!(dirty, vec![(pages(8), 12)]);
+        dirty.clear();
+        let d = pa
+            .alloc_constrained_with(12, Constraints::within(2 * MIB, 4 * MIB), &mut |b, n| {
+                dirty.push((b, n))
+            })
+            .unwrap();
+        assert_eq!((d.base, d.zeroed_pages), (2 * MIB, 4));
+        assert_eq!(dirty, vec![(2 * MIB, 4), (2 * MIB + pages(8), 4)]);
+        // Freed again normally, the pages are dirty.
+        pa.free(d.base, 12).unwrap();
+        assert_eq!(
+            pa.alloc_constrained(12, Constraints::within(2 * MIB, 4 * MIB))
+                .unwrap()
+                .zeroed_pages,
+            0
+        );
+        assert_eq!(
+            pa.free_zeroed(d.base, 13),
+            Err(RangeOpError::NotAllocated {
+                base: d.base,
+                npages: 13,
+                page: 2 * MIB + pages(12)
+            })
+        );
+        pa.check_invariants().unwrap();
     }
 }

@@ -198,8 +198,9 @@ impl Drop for AddressSpace {
         if let Some(slot) = LIVE.lock().iter_mut().find(|s| **s == Some(self.pml4)) {
             *slot = None;
         }
-        // SAFETY: the lower half's tables and frames belong to this address space alone
-        // (the upper half is shared and not touched); nothing uses them any more.
+        // SAFETY: the lower half's tables and frames belong to this address space alone,
+        // and nothing uses them any more; the upper half's entries are copies of the
+        // kernel's, so clearing them leaves the kernel's own tables alone.
         unsafe {
             let pml4 = &mut *phys_to_virt(self.pml4.start_address()).as_mut_ptr::<PageTable>();
             for entry in pml4.iter_mut().take(USER_ENTRIES) {
@@ -208,8 +209,18 @@ impl Drop for AddressSpace {
                     entry.set_unused();
                 }
             }
-            drop(Frames::from_raw(self.pml4, 1));
+            // With the kernel's half cleared too, the table is all zero: the next zeroed
+            // allocation that gets it need not clear it.
+            pml4.zero();
         }
+        free_empty_table(self.pml4);
+    }
+}
+
+/// Frees a page-table frame whose entries are all unused (zero).
+fn free_empty_table(frame: PhysFrame) {
+    if let Err(e) = frames::free_frames_zeroed(frame.start_address(), 1) {
+        panic!("freeing page-table frame {:#x}: {e}", frame.start_address());
     }
 }
 
@@ -238,6 +249,6 @@ unsafe fn free_table(table: PhysAddr, level: u8) {
         }
         entry.set_unused();
     }
-    // SAFETY: the table frame came from the frame allocator for this address space.
-    drop(unsafe { Frames::from_raw(PhysFrame::containing_address(table), 1) });
+    // Every entry is unused now: the frame is all zero.
+    free_empty_table(PhysFrame::containing_address(table));
 }

@@ -355,11 +355,55 @@ pub fn alloc_huge_frame() -> Result<Frames, FrameError> {
 /// Frames as `req` says, filled with zeros. Only frames not known to be zero are
 /// cleared, outside the allocator's lock.
 pub fn alloc_zeroed(req: FrameRequest) -> Result<Frames, FrameError> {
-    let mut f = alloc(req)?;
-    if f.zeroed_pages != f.npages {
-        f.zero();
+    if req.npages == 1 && req.align_pages == 1 && req.limit.is_none() {
+        let mut f = alloc_one()?;
+        if f.zeroed_pages == 0 {
+            f.zero();
+        }
+        return Ok(f);
     }
+    let mut dirty = DirtyRuns::default();
+    let mut f = match alloc_from_zones_with(req, Some(&mut dirty)) {
+        Err(FrameError::OutOfMemory { .. }) => {
+            flush_caches();
+            dirty = DirtyRuns::default();
+            alloc_from_zones_with(req, Some(&mut dirty))?
+        }
+        r => r?,
+    };
+    let start = f.start.as_u64();
+    let bytes = f.as_mut_bytes();
+    if dirty.overflow {
+        bytes.fill(0);
+    } else {
+        for &(base, n) in &dirty.runs[..dirty.len] {
+            let at = (base - start) as usize;
+            bytes[at..at + n * FRAME_SIZE as usize].fill(0);
+        }
+    }
+    f.zeroed_pages = f.npages;
     Ok(f)
+}
+
+/// The runs of an allocation that were not known to be zero, as the allocator reports
+/// them under its lock, so they can be cleared after it is released.
+#[derive(Default)]
+struct DirtyRuns {
+    runs: [(u64, usize); 16],
+    len: usize,
+    /// More runs than fit: clear everything.
+    overflow: bool,
+}
+
+impl DirtyRuns {
+    fn push(&mut self, base: u64, npages: usize) {
+        if self.len == self.runs.len() {
+            self.overflow = true;
+        } else {
+            self.runs[self.len] = (base, npages);
+            self.len += 1;
+        }
+    }
 }
 
 /// Like [`alloc`], but always from the zones' allocators, never from a CPU's page cache,
@@ -420,6 +464,13 @@ fn take_from_cache(cpu: &mut CpuCache) -> Option<Frames> {
 }
 
 fn alloc_from_zones(req: FrameRequest) -> Result<Frames, FrameError> {
+    alloc_from_zones_with(req, None)
+}
+
+fn alloc_from_zones_with(
+    req: FrameRequest,
+    mut dirty: Option<&mut DirtyRuns>,
+) -> Result<Frames, FrameError> {
     let mut zones = FRAMES.lock();
     let mut initialised = false;
     for z in Zone::FALLBACK {
@@ -436,7 +487,11 @@ fn alloc_from_zones(req: FrameRequest) -> Result<Frames, FrameError> {
             min_addr: 0,
             max_addr: req.limit.unwrap_or(Constraints::NONE.max_addr),
         };
-        match pa.alloc_constrained(req.npages, c) {
+        let result = match dirty.as_mut() {
+            Some(d) => pa.alloc_constrained_with(req.npages, c, &mut |b, n| d.push(b, n)),
+            None => pa.alloc_constrained(req.npages, c),
+        };
+        match result {
             Ok(Allocation {
                 base,
                 npages,
@@ -472,17 +527,35 @@ fn out_of_memory(req: FrameRequest) -> FrameError {
 /// changing anything, frames that are not allocated (a double free), not managed memory
 /// (a foreign address), or the allocator's own metadata.
 pub fn free_frames(start: PhysAddr, npages: usize) -> Result<(), FrameError> {
-    free_frames_to(start, npages, true)
+    free_frames_to(start, npages, FreeTo::Batch)
+}
+
+/// Like [`free_frames`] for frames whose contents the caller has zeroed (emptied page
+/// tables, say): they go straight to their zone, marked as known to be zero, so that a
+/// later zeroed allocation need not clear them again.
+pub fn free_frames_zeroed(start: PhysAddr, npages: usize) -> Result<(), FrameError> {
+    free_frames_to(start, npages, FreeTo::ZoneZeroed)
+}
+
+/// Where a free goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FreeTo {
+    /// Single frames to this CPU's batch, runs to their zone.
+    Batch,
+    /// Everything to its zone.
+    Zone,
+    /// Everything to its zone, marked as known to be zero.
+    ZoneZeroed,
 }
 
 /// Like [`free_frames`], but a single frame too goes straight back to its zone's
 /// allocator, never to a CPU's batch, so that every free shows in the allocators'
 /// summaries at once (the console uses this, with [`alloc_uncached`]).
 pub fn free_uncached(start: PhysAddr, npages: usize) -> Result<(), FrameError> {
-    free_frames_to(start, npages, false)
+    free_frames_to(start, npages, FreeTo::Zone)
 }
 
-fn free_frames_to(start: PhysAddr, npages: usize, batch: bool) -> Result<(), FrameError> {
+fn free_frames_to(start: PhysAddr, npages: usize, to: FreeTo) -> Result<(), FrameError> {
     let base = start.as_u64();
     let limit = base.saturating_add(npages as u64 * FRAME_SIZE);
     let (mb, ml) = FRAMES.lock().metadata;
@@ -503,7 +576,7 @@ fn free_frames_to(start: PhysAddr, npages: usize, batch: bool) -> Result<(), Fra
         npages,
         page: base,
     });
-    if batch && npages == 1 {
+    if to == FreeTo::Batch && npages == 1 {
         // Single frames go to this CPU's batch, which checks them like a free.
         let mut cpu = CACHES[cpu_id()].lock();
         let mut zones = FRAMES.lock();
@@ -514,7 +587,12 @@ fn free_frames_to(start: PhysAddr, npages: usize, batch: bool) -> Result<(), Fra
     }
     let mut zones = FRAMES.lock();
     let pa = zones.zone_mut(z).ok_or(not_grown)?;
-    pa.free(base, npages).map_err(FrameError::Free)
+    let freed = if to == FreeTo::ZoneZeroed {
+        pa.free_zeroed(base, npages)
+    } else {
+        pa.free(base, npages)
+    };
+    freed.map_err(FrameError::Free)
 }
 
 /// The first frame of `[base, limit)` that some CPU holds free: in its page cache, or in
