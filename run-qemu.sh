@@ -17,16 +17,17 @@ KERNEL_TEST_RUNS=(
   "basic_boot 128M"
   "basic_boot 1G"
   # Memory management at a small machine, a mid-size one and one above 4 GiB (QEMU then
-  # splits RAM around the PCI hole, so the memory map has a hole).
-  "mm_frames 128M"
-  "mm_frames 1G 1 120"
-  "mm_frames 5G 1 240"
-  "mm_heap 128M"
-  "mm_heap 5G"
-  "mm_address_spaces 128M"
-  "mm_address_spaces 5G"
-  "mm_interrupts 128M"
-  "mm_interrupts 1G"
+  # splits RAM around the PCI hole, so the memory map has a hole). They take 5-90 s on an
+  # idle machine under emulation; the timeouts leave room for a busy one.
+  "mm_frames 128M 1 120"
+  "mm_frames 1G 1 240"
+  "mm_frames 5G 1 480"
+  "mm_heap 128M 1 120"
+  "mm_heap 5G 1 120"
+  "mm_address_spaces 128M 1 120"
+  "mm_address_spaces 5G 1 120"
+  "mm_interrupts 128M 1 120"
+  "mm_interrupts 1G 1 120"
 )
 
 usage() {
