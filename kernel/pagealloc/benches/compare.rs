@@ -768,6 +768,9 @@ impl Peer for OursCached<'_> {
                 return Some(a.base);
             }
             // No allocation fails while freed pages wait in the batch.
+            if self.batch.is_empty() {
+                return None;
+            }
             self.batch.flush(&mut self.pa);
             return self.pa.alloc(npages).ok().map(|a| a.base);
         }
@@ -785,6 +788,9 @@ impl Peer for OursCached<'_> {
         let c = Constraints::aligned(align_pages);
         if let Ok(a) = self.pa.alloc_constrained(npages, c) {
             return Some(a.base);
+        }
+        if self.batch.is_empty() {
+            return None;
         }
         self.batch.flush(&mut self.pa);
         self.pa.alloc_constrained(npages, c).ok().map(|a| a.base)

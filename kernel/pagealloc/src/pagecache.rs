@@ -243,9 +243,9 @@ pub const FREE_BATCH_PAGES: usize = 64;
 pub struct FreeBatch {
     pages: [u64; FREE_BATCH_PAGES],
     len: usize,
-    /// A bit per hash of every page held (and of some no longer held): a page whose bit
-    /// is clear is not in the batch, which spares most frees the scan for a double free.
-    filter: [u64; 4],
+    /// How many pages held have each hash: a page whose count is zero is not in the
+    /// batch, which spares most frees the scan for a double free.
+    held_by_hash: [u8; 256],
 }
 
 impl Default for FreeBatch {
@@ -260,7 +260,7 @@ impl FreeBatch {
         FreeBatch {
             pages: [0; FREE_BATCH_PAGES],
             len: 0,
-            filter: [0; 4],
+            held_by_hash: [0; 256],
         }
     }
 
@@ -282,7 +282,9 @@ impl FreeBatch {
     /// The most recently freed page, now allocated to the caller.
     pub fn alloc(&mut self) -> Option<u64> {
         self.len = self.len.checked_sub(1)?;
-        Some(self.pages[self.len])
+        let addr = self.pages[self.len];
+        self.held_by_hash[hash(addr)] -= 1;
+        Some(addr)
     }
 
     /// Takes the single page at `addr`, which `pa` must have handed out and not yet got
@@ -294,8 +296,8 @@ impl FreeBatch {
         let allocated = pa
             .chunk_data(ChunkIdx::of(addr))
             .is_some_and(|c| c.alloc.get(chunk_page_index(addr)));
-        let (word, bit) = filter_bit(addr);
-        let maybe_held = self.filter[word] & bit != 0;
+        let h = hash(addr);
+        let maybe_held = self.held_by_hash[h] != 0;
         if !allocated || (maybe_held && self.pages[..self.len].contains(&addr)) {
             return Err(RangeOpError::NotAllocated {
                 base: addr,
@@ -305,18 +307,16 @@ impl FreeBatch {
         }
         if self.len == FREE_BATCH_PAGES {
             let half = FREE_BATCH_PAGES / 2;
+            for &p in &self.pages[..half] {
+                self.held_by_hash[hash(p)] -= 1;
+            }
             pa.free_sorted_unchecked(sort(&mut self.pages[..half]));
             self.pages.copy_within(half.., 0);
             self.len -= half;
-            self.filter = [0; 4];
-            for i in 0..self.len {
-                let (w, b) = filter_bit(self.pages[i]);
-                self.filter[w] |= b;
-            }
         }
         self.pages[self.len] = addr;
         self.len += 1;
-        self.filter[word] |= bit;
+        self.held_by_hash[h] += 1;
         Ok(())
     }
 
@@ -324,14 +324,13 @@ impl FreeBatch {
     pub fn flush(&mut self, pa: &mut PageAlloc<'_>) {
         pa.free_sorted_unchecked(sort(&mut self.pages[..self.len]));
         self.len = 0;
-        self.filter = [0; 4];
+        self.held_by_hash = [0; 256];
     }
 }
 
-/// The filter word and bit of a page: a multiplicative hash of its frame number.
-fn filter_bit(addr: u64) -> (usize, u64) {
-    let h = (addr >> PAGE_SHIFT).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56;
-    ((h >> 6) as usize, 1 << (h & 63))
+/// An 8-bit multiplicative hash of a page's frame number.
+fn hash(addr: u64) -> usize {
+    ((addr >> PAGE_SHIFT).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize
 }
 
 /// Sorts a few addresses in place (insertion sort: the batch is small).

@@ -328,11 +328,8 @@ pub fn alloc(req: FrameRequest) -> Result<Frames, FrameError> {
         return alloc_one();
     }
     match alloc_from_zones(req) {
-        Err(FrameError::OutOfMemory { .. }) => {
-            // Free pages may sit in other CPUs' caches: return them and try once more.
-            flush_caches();
-            alloc_from_zones(req)
-        }
+        // Free pages may sit in CPUs' caches and batches: return them and try once more.
+        Err(FrameError::OutOfMemory { .. }) if flush_caches() > 0 => alloc_from_zones(req),
         r => r,
     }
 }
@@ -364,8 +361,7 @@ pub fn alloc_zeroed(req: FrameRequest) -> Result<Frames, FrameError> {
     }
     let mut dirty = DirtyRuns::default();
     let mut f = match alloc_from_zones_with(req, Some(&mut dirty)) {
-        Err(FrameError::OutOfMemory { .. }) => {
-            flush_caches();
+        Err(FrameError::OutOfMemory { .. }) if flush_caches() > 0 => {
             dirty = DirtyRuns::default();
             alloc_from_zones_with(req, Some(&mut dirty))?
         }
