@@ -110,7 +110,12 @@ fn free_run_around(words: &[u64; 8], i: usize) -> Option<(usize, usize)> {
 
 /// Whether flipping page `i` alone (to free if `freed`, else to allocated) leaves the chunk
 /// summary `old` as it was; false when unsure.
-fn one_page_keeps_summary(words: &[u64; 8], i: usize, old: PallocSum, freed: bool) -> bool {
+pub(crate) fn one_page_keeps_summary(
+    words: &[u64; 8],
+    i: usize,
+    old: PallocSum,
+    freed: bool,
+) -> bool {
     let Some((below, above)) = free_run_around(words, i) else {
         return false;
     };

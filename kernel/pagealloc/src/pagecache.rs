@@ -9,7 +9,9 @@
 //! BSD-style licence; see the crate README).
 
 use crate::consts::{PAGE_CACHE_PAGES, PAGE_SHIFT, PAGE_SIZE, PALLOC_CHUNK_PAGES, SUMMARY_LEVELS};
-use crate::pagealloc::{ChunkIdx, MAX_SEARCH_ADDR, PageAlloc, RangeOpError, chunk_page_index};
+use crate::pagealloc::{
+    ChunkIdx, MAX_SEARCH_ADDR, PageAlloc, RangeOpError, chunk_page_index, one_page_keeps_summary,
+};
 use crate::pallocbits::{find_bit_range64, low_mask};
 use crate::summary::PallocSum;
 
@@ -357,12 +359,20 @@ impl PageAlloc<'_> {
         while let Some(&head) = rest.first() {
             let ci = ChunkIdx::of(head);
             let n = rest.iter().take_while(|&&p| ChunkIdx::of(p) == ci).count();
+            let old = self.summary_level(LEAF)[ci.0];
             let chunk = self.chunk_of_mut(ci);
+            // If every single free leaves the chunk's summary as it was, so do all of them
+            // together, and nothing above the leaf changes either.
+            let mut unchanged = true;
             for &p in &rest[..n] {
-                chunk.free1(chunk_page_index(p));
+                let i = chunk_page_index(p);
+                chunk.free1(i);
+                unchanged = unchanged && one_page_keeps_summary(chunk.alloc.words(), i, old, true);
             }
             self.add_free_pages(n as isize);
-            self.update(ci.base(), PALLOC_CHUNK_PAGES, false, false);
+            if !unchanged {
+                self.update(ci.base(), PALLOC_CHUNK_PAGES, false, false);
+            }
             rest = &rest[n..];
         }
     }
