@@ -21,12 +21,6 @@ kernel::test_entry_point!();
 
 const FRAME: u64 = 4096;
 
-fn check() {
-    if let Err((z, e)) = mm::frames::check_invariants() {
-        panic!("invariants broken in zone {}: {e}", z.name());
-    }
-}
-
 /// Whether `[addr, addr + n frames)` lies in usable memory and outside the metadata.
 fn assert_managed(addr: u64, n: usize) {
     let limit = addr + n as u64 * FRAME;
@@ -64,7 +58,7 @@ fn every_frame_once_then_all_back() {
         "allocated {count} frames, {baseline} were free"
     );
     assert_eq!(mm::stats().free_pages, 0);
-    check();
+    mm::frames::assert_invariants();
     for (w, word) in seen.iter().enumerate() {
         let mut bits = *word;
         while bits != 0 {
@@ -75,7 +69,7 @@ fn every_frame_once_then_all_back() {
         }
     }
     assert_eq!(mm::stats().free_pages, baseline);
-    check();
+    mm::frames::assert_invariants();
     serial_println!("{count} frames, each once, all returned");
 }
 
@@ -112,7 +106,7 @@ fn random_churn_keeps_invariants() {
             let i = rng.below(live.len() as u64) as usize;
             drop(live.swap_remove(i));
         }
-        check();
+        mm::frames::assert_invariants();
     }
     // No two live allocations overlap.
     let mut spans: Vec<(u64, u64)> = live
@@ -125,7 +119,7 @@ fn random_churn_keeps_invariants() {
     }
     drop(spans);
     drop(live);
-    check();
+    mm::frames::assert_invariants();
     assert_eq!(mm::stats().free_pages, baseline);
 }
 
@@ -138,7 +132,7 @@ fn huge_frames_are_2mib_aligned() {
         assert_eq!(f.start_address().as_u64() % (2 << 20), 0);
         v.push(f);
     }
-    check();
+    mm::frames::assert_invariants();
 }
 
 #[test_case]
@@ -191,7 +185,7 @@ fn bad_frees_are_refused() {
     serial_println!("metadata free: {own}");
     assert!(matches!(own, mm::FrameError::Metadata { .. }));
     assert_eq!(mm::stats().free_pages, before.free_pages);
-    check();
+    mm::frames::assert_invariants();
 }
 
 #[test_case]
@@ -221,7 +215,7 @@ fn zeroed_frees_are_reported_and_only_dirty_frames_cleared() {
     let mut z = mm::alloc_zeroed(FrameRequest::pages(8)).unwrap();
     assert_eq!(z.start_address(), at);
     assert!(z.as_mut_bytes().iter().all(|&b| b == 0));
-    check();
+    mm::frames::assert_invariants();
 }
 
 /// Takes back frames released with `into_raw` in this test.

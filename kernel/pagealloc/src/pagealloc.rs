@@ -997,13 +997,8 @@ impl<'m> PageAlloc<'m> {
         }
     }
 
-    /// Checks that a non-empty, aligned range lies in grown memory.
-    pub(crate) fn check_grown(&self, base: u64, npages: usize) -> Result<(), RangeOpError> {
-        self.check_range(base, npages)
-    }
-
     /// Checks that a range is non-empty, page aligned and inside one grown range.
-    fn check_range(&self, base: u64, npages: usize) -> Result<(), RangeOpError> {
+    pub(crate) fn check_range(&self, base: u64, npages: usize) -> Result<(), RangeOpError> {
         if npages == 0 {
             return Err(RangeOpError::ZeroPages { base });
         }

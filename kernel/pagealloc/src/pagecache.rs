@@ -197,7 +197,7 @@ impl PageCache {
             let i = rest.trailing_zeros();
             let n = (!(rest >> i)).trailing_zeros();
             let run_base = base + u64::from(i) * PAGE_SIZE;
-            if let Err(RangeOpError::NotGrown { page, .. }) = pa.check_grown(run_base, n as usize) {
+            if let Err(RangeOpError::NotGrown { page, .. }) = pa.check_range(run_base, n as usize) {
                 return Err(RangeOpError::NotGrown {
                     base,
                     npages: PAGE_CACHE_PAGES,
@@ -294,7 +294,7 @@ impl FreeBatch {
     /// refused with the error `pa.free` would give, and nothing changes. A full batch
     /// first returns its older half to `pa`.
     pub fn free(&mut self, pa: &mut PageAlloc<'_>, addr: u64) -> Result<(), RangeOpError> {
-        pa.check_grown(addr, 1)?;
+        pa.check_range(addr, 1)?;
         let allocated = pa
             .chunk_data(ChunkIdx::of(addr))
             .is_some_and(|c| c.alloc.get(chunk_page_index(addr)));

@@ -81,19 +81,16 @@ impl Zone {
     }
 }
 
-/// The page allocators of the zones, plus the frames that hold their metadata.
+/// The page allocators of the zones.
 pub struct Zones {
     /// One allocator per zone that has memory.
     pub zones: [Option<PageAlloc<'static>>; 3],
-    /// The frames that hold the allocators' metadata: never handed out, never freed.
-    pub metadata: (u64, u64),
 }
 
 impl Zones {
     const fn empty() -> Zones {
         Zones {
             zones: [None, None, None],
-            metadata: (0, 0),
         }
     }
 
@@ -554,8 +551,9 @@ pub fn free_uncached(start: PhysAddr, npages: usize) -> Result<(), FrameError> {
 fn free_frames_to(start: PhysAddr, npages: usize, to: FreeTo) -> Result<(), FrameError> {
     let base = start.as_u64();
     let limit = base.saturating_add(npages as u64 * FRAME_SIZE);
-    let (mb, ml) = FRAMES.lock().metadata;
-    if base < ml && mb < limit {
+    // The metadata's frames are never handed out, never freed.
+    let meta = super::setup::metadata_range();
+    if base < meta.limit && meta.base < limit {
         return Err(FrameError::Metadata { base, npages });
     }
     // The zones' bitmaps show frames that a CPU holds free as allocated: ask the CPUs.
@@ -750,6 +748,13 @@ pub fn check_invariants() -> Result<(), (Zone, InvariantError)> {
         }
     }
     Ok(())
+}
+
+/// Panics, naming the zone, if [`check_invariants`] finds a broken invariant (for tests).
+pub fn assert_invariants() {
+    if let Err((z, e)) = check_invariants() {
+        panic!("invariants broken in zone {}: {e}", z.name());
+    }
 }
 
 /// Calls `f` with the allocator of each zone that has memory, under the lock. Keep `f`

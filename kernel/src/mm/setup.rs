@@ -194,9 +194,9 @@ pub fn init(boot_info: &BootInfo) -> Result<InitReport, SetupError> {
     // not exist), and the physical memory mapping makes it writable at `block`.
     unsafe { core::ptr::write_bytes(block, 0, needed as usize) };
 
+    METADATA.call_once(|| meta);
     let mut zones = Zones {
         zones: [None, None, None],
-        metadata: (meta.base, meta.limit),
     };
     let mut grow_calls = 0;
     let mut start = 0;
@@ -258,6 +258,12 @@ pub fn init(boot_info: &BootInfo) -> Result<InitReport, SetupError> {
 }
 
 static REPORT: Once<InitReport> = Once::new();
+static METADATA: Once<AddrRange> = Once::new();
+
+/// Where the allocators' metadata lives (empty before [`init`] has placed it).
+pub fn metadata_range() -> AddrRange {
+    METADATA.get().copied().unwrap_or_default()
+}
 
 /// What [`init`] reported, once it has run.
 pub fn init_report() -> Option<InitReport> {
