@@ -28,6 +28,17 @@ KERNEL_TEST_RUNS=(
   "mm_address_spaces 5G 1 120"
   "mm_interrupts 128M 1 120"
   "mm_interrupts 1G 1 120"
+  # Several CPUs racing on the frame allocator (multi-threaded TCG).
+  "mm_smp 512M 2 240"
+  "mm_smp 256M 4 300"
+)
+
+# Kernel test runs built with --release as well (same format): optimised code and another
+# image size move every frame; no test may care.
+KERNEL_RELEASE_RUNS=(
+  "lib 512M 1 60"
+  "mm_frames 1G 1 240"
+  "mm_smp 512M 4 300"
 )
 
 usage() {
@@ -339,6 +350,13 @@ run_tests() {
       env BOOT_MEMORY="$memory" BOOT_SMP="$smp" BOOT_TIMEOUT="$timeout" BOOT_UEFI=0 \
       BOOT_SCREEN_CHECK=1 cargo ktest -q "${target[@]}"
   done < <(kernel_test_runs)
+  for entry in "${KERNEL_RELEASE_RUNS[@]}"; do
+    read -r name memory smp timeout <<<"$entry"
+    if [[ $name == lib ]]; then target=(--lib); else target=(--test "$name"); fi
+    run_suite "kernel test $name (release, $memory, $smp CPU, BIOS)" kernel \
+      env BOOT_MEMORY="$memory" BOOT_SMP="$smp" BOOT_TIMEOUT="$timeout" BOOT_UEFI=0 \
+      BOOT_SCREEN_CHECK=1 cargo ktest -q --release "${target[@]}"
+  done
   # The picture on UEFI's framebuffer (4 bytes a pixel, another size) as well.
   run_suite "kernel test screen (512M, 1 CPU, UEFI)" kernel \
     env BOOT_UEFI=1 BOOT_SCREEN_CHECK=1 cargo ktest -q --test screen

@@ -153,6 +153,10 @@ fn allocator_demo() {
     drop((one, two, huge, dma));
     screen::show("all those frames freed");
 
+    if kernel::smp::cpus_online() > 1 {
+        several_cpus();
+    }
+
     serial_println!();
     serial_println!("== an address space ==");
     let mut space = AddressSpace::new().expect("an address space");
@@ -196,6 +200,39 @@ fn allocator_demo() {
     }
     assert_eq!(end, baseline, "frames leaked");
     serial_println!();
+}
+
+/// Every CPU takes two single frames at once, each from its own page cache.
+fn several_cpus() {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    use kernel::smp;
+
+    serial_println!();
+    serial_println!("== several CPUs ==");
+    let got: [[AtomicU64; 2]; smp::MAX_CPUS] =
+        [const { [AtomicU64::new(0), AtomicU64::new(0)] }; smp::MAX_CPUS];
+    smp::run_on_all_cpus(&|cpu| {
+        for slot in &got[cpu] {
+            let (frame, _) = mm::alloc_frame().expect("a frame").into_raw();
+            slot.store(frame.start_address().as_u64(), Ordering::Relaxed);
+        }
+    });
+    for (cpu, pair) in got.iter().enumerate().take(smp::cpus_online()) {
+        let (a, b) = (pair[0].load(Ordering::Relaxed), pair[1].load(Ordering::Relaxed));
+        serial_println!("CPU {cpu}: 2 frames -> {a:#x}, {b:#x} (from its own page cache)");
+    }
+    let held = mm::frames::cached_blocks().per_cpu();
+    smp::run_on_all_cpus(&|cpu| {
+        for slot in &got[cpu] {
+            let addr = x86_64::PhysAddr::new(slot.load(Ordering::Relaxed));
+            mm::free_frames(addr, 1).expect("free a frame");
+        }
+    });
+    let n = smp::cpus_online();
+    serial_println!(
+        "freed on the CPUs that took them; free frames held per CPU before the frees: {:?}",
+        &held[..n]
+    );
 }
 
 #[panic_handler]

@@ -1,145 +1,32 @@
 //! The frame API: physical frames from the page allocator, for the rest of the kernel.
 //!
-//! Physical memory is split into three zones, each its own [`PageAlloc`]: `DMA` below
-//! 16 MiB (ISA devices), `DMA32` below 4 GiB (32-bit devices) and `Normal` above. An
-//! ordinary request tries Normal, then DMA32, then DMA, so the scarce low memory is
-//! used last; a request with an address limit only looks in the zones below it. Inside
-//! a zone, Go's address-ordered first fit decides. (One allocator with a top-down search
-//! for ordinary requests would also protect low memory, but would give up Go's search
-//! address and page cache, which only run bottom-up.)
-//!
-//! All zones sit behind one [`IrqMutex`]. Single frames come from a per-CPU
-//! [`PageCache`] first, which needs only that CPU's own lock. A single frame that is freed
-//! goes to its CPU's [`FreeBatch`]: it is checked like any free, reused by the next
-//! single-frame allocation on that CPU, and returned to its zone in sorted batches.
+//! Frames come from three zones (`zones.rs`), each its own [`pagealloc::PageAlloc`].
+//! Single frames go through the CPU's own cache and batch (`percpu.rs`) without the
+//! zones' lock; runs of frames, aligned or address-limited requests go to the zones under
+//! their lock. Every free is checked: a frame that is free, held by some CPU's cache or
+//! batch, or never was managed memory is refused with an error, and nothing changes.
+//! Freed frames are poisoned in debug builds (`poison.rs`).
 
 use core::fmt;
 
-use pagealloc::{
-    AllocError, Allocation, Constraints, FREE_BATCH_PAGES, FreeBatch, InvariantError, PageAlloc,
-    PageCache, RangeOpError,
-};
+use pagealloc::{AllocError, Allocation, Constraints, RangeOpError};
 use x86_64::PhysAddr;
 use x86_64::structures::paging::{FrameAllocator, FrameDeallocator, PhysFrame, Size2MiB, Size4KiB};
 
-use super::lock::IrqMutex;
+use super::percpu;
 use super::phys_to_virt;
+use super::poison;
+pub use super::stats::{
+    CpuHeldFrames, FrameStats, ZoneStats, assert_invariants, cached_blocks, check_invariants,
+    cpu_stats, held_by_a_cpu, stats, with_zones,
+};
+use super::zones::{ZONES, metadata_range};
+pub use super::zones::{DMA_LIMIT, DMA32_LIMIT, Zone, Zones};
 
 /// Bytes in a 4 KiB frame.
 pub const FRAME_SIZE: u64 = 4096;
 /// Pages in a 2 MiB frame.
 pub const HUGE_FRAME_PAGES: usize = 512;
-/// The end of the ISA DMA zone.
-pub const DMA_LIMIT: u64 = 16 << 20;
-/// The end of the 32-bit DMA zone.
-pub const DMA32_LIMIT: u64 = 4 << 30;
-
-/// A zone of physical memory.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Zone {
-    /// Below 16 MiB.
-    Dma = 0,
-    /// From 16 MiB to 4 GiB.
-    Dma32 = 1,
-    /// From 4 GiB up.
-    Normal = 2,
-}
-
-impl Zone {
-    /// All zones, lowest first.
-    pub const ALL: [Zone; 3] = [Zone::Dma, Zone::Dma32, Zone::Normal];
-    /// The order ordinary requests try the zones in: scarce low memory last.
-    pub const FALLBACK: [Zone; 3] = [Zone::Normal, Zone::Dma32, Zone::Dma];
-
-    /// The zone's address range, `[base, limit)`.
-    pub const fn range(self) -> (u64, u64) {
-        match self {
-            Zone::Dma => (0, DMA_LIMIT),
-            Zone::Dma32 => (DMA_LIMIT, DMA32_LIMIT),
-            Zone::Normal => (DMA32_LIMIT, 1 << 52),
-        }
-    }
-
-    /// The zone that holds `addr`.
-    pub const fn of(addr: u64) -> Zone {
-        if addr < DMA_LIMIT {
-            Zone::Dma
-        } else if addr < DMA32_LIMIT {
-            Zone::Dma32
-        } else {
-            Zone::Normal
-        }
-    }
-
-    /// A short name for printing.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Zone::Dma => "DMA",
-            Zone::Dma32 => "DMA32",
-            Zone::Normal => "Normal",
-        }
-    }
-}
-
-/// The page allocators of the zones.
-pub struct Zones {
-    /// One allocator per zone that has memory.
-    pub zones: [Option<PageAlloc<'static>>; 3],
-}
-
-impl Zones {
-    const fn empty() -> Zones {
-        Zones {
-            zones: [None, None, None],
-        }
-    }
-
-    fn zone_mut(&mut self, z: Zone) -> Option<&mut PageAlloc<'static>> {
-        self.zones[z as usize].as_mut()
-    }
-}
-
-/// The frame allocator. Lock order: a CPU's cache, then this.
-pub(crate) static FRAMES: IrqMutex<Zones> = IrqMutex::new(Zones::empty());
-
-/// CPUs the per-CPU caches are sized for.
-pub const MAX_CPUS: usize = 4;
-
-/// A CPU's page cache and the zone it came from.
-struct CpuCache {
-    zone: Zone,
-    cache: PageCache,
-    /// Single frames freed on this CPU, one batch per zone, reused before the cache.
-    batches: [FreeBatch; 3],
-}
-
-impl CpuCache {
-    const fn new() -> CpuCache {
-        CpuCache {
-            zone: Zone::Dma,
-            cache: PageCache::new(0, 0, 0),
-            batches: [FreeBatch::new(), FreeBatch::new(), FreeBatch::new()],
-        }
-    }
-
-    /// Free frames this CPU holds.
-    fn free_pages(&self) -> usize {
-        self.cache.free_pages() + self.batches.iter().map(FreeBatch::len).sum::<usize>()
-    }
-}
-
-static CACHES: [IrqMutex<CpuCache>; MAX_CPUS] = [
-    IrqMutex::new(CpuCache::new()),
-    IrqMutex::new(CpuCache::new()),
-    IrqMutex::new(CpuCache::new()),
-    IrqMutex::new(CpuCache::new()),
-];
-
-/// The index of the CPU this runs on. The kernel starts no other CPU yet; with SMP this
-/// would read the local APIC id.
-fn cpu_id() -> usize {
-    0
-}
 
 /// Why a frame request or free failed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -154,13 +41,16 @@ pub enum FrameError {
         align_pages: usize,
         /// The address the frames had to end below, if any.
         limit: Option<u64>,
-        /// Free pages left in all zones and caches.
+        /// Free pages left in all zones and CPU caches (the caches were flushed first).
         free_pages: usize,
     },
     /// The allocator refused the request (zero pages, bad alignment, ...).
     Alloc(AllocError),
     /// The allocator refused a free (double free, foreign address, ...).
     Free(RangeOpError),
+    /// A frame about to be handed out was written to after it was freed (see
+    /// `poison.rs`).
+    WriteAfterFree(super::poison::WriteAfterFree),
     /// A free of the allocator's own metadata frames.
     Metadata {
         /// The range being freed.
@@ -191,6 +81,7 @@ impl fmt::Display for FrameError {
             }
             FrameError::Alloc(e) => write!(f, "frame allocator: {e}"),
             FrameError::Free(e) => write!(f, "frame allocator: {e}"),
+            FrameError::WriteAfterFree(w) => write!(f, "frame allocator: {w}"),
             FrameError::Metadata { base, npages } => write!(
                 f,
                 "free of [{base:#x}, +{npages} frames): these frames hold the allocator's metadata"
@@ -318,16 +209,37 @@ impl Drop for Frames {
     }
 }
 
-/// Allocates frames as `req` says. Single unconstrained frames come from this CPU's page
-/// cache; anything else from the zones, lowest fit in the first zone that has one.
+/// Allocates frames as `req` says. Single unconstrained frames come from this CPU's cache;
+/// anything else from the zones, lowest fit in the first zone that has one.
 pub fn alloc(req: FrameRequest) -> Result<Frames, FrameError> {
-    if req.npages == 1 && req.align_pages == 1 && req.limit.is_none() {
-        return alloc_one();
-    }
-    match alloc_from_zones(req) {
-        // Free pages may sit in CPUs' caches and batches: return them and try once more.
-        Err(FrameError::OutOfMemory { .. }) if flush_caches() > 0 => alloc_from_zones(req),
-        r => r,
+    let f = if is_single(req) {
+        alloc_one()?
+    } else {
+        match alloc_from_zones(req, None) {
+            // Free frames may sit in CPUs' caches and batches: return them, try once more.
+            Err(FrameError::OutOfMemory { .. }) if percpu::flush_all() > 0 => {
+                alloc_from_zones(req, None)?
+            }
+            r => r?,
+        }
+    };
+    checked(f)
+}
+
+fn is_single(req: FrameRequest) -> bool {
+    req.npages == 1 && req.align_pages == 1 && req.limit.is_none()
+}
+
+/// Hands `f` out only if no one wrote to its frames while they were free.
+fn checked(f: Frames) -> Result<Frames, FrameError> {
+    let (base, npages) = (f.start.as_u64(), f.npages);
+    match poison::check(base, npages) {
+        Ok(()) => Ok(f),
+        Err(w) => {
+            // Keep the frames out of circulation: they hold someone's stray write.
+            core::mem::forget(f);
+            Err(FrameError::WriteAfterFree(w))
+        }
     }
 }
 
@@ -347,24 +259,34 @@ pub fn alloc_huge_frame() -> Result<Frames, FrameError> {
 }
 
 /// Frames as `req` says, filled with zeros. Only frames not known to be zero are
-/// cleared, outside the allocator's lock.
+/// checked for poison and cleared, outside the allocator's lock.
 pub fn alloc_zeroed(req: FrameRequest) -> Result<Frames, FrameError> {
-    if req.npages == 1 && req.align_pages == 1 && req.limit.is_none() {
-        let mut f = alloc_one()?;
+    if is_single(req) {
+        let f = alloc_one()?;
+        let mut f = if f.zeroed_pages == 0 { checked(f)? } else { f };
         if f.zeroed_pages == 0 {
             f.zero();
         }
         return Ok(f);
     }
     let mut dirty = DirtyRuns::default();
-    let mut f = match alloc_from_zones_with(req, Some(&mut dirty)) {
-        Err(FrameError::OutOfMemory { .. }) if flush_caches() > 0 => {
+    let f = match alloc_from_zones(req, Some(&mut dirty)) {
+        Err(FrameError::OutOfMemory { .. }) if percpu::flush_all() > 0 => {
             dirty = DirtyRuns::default();
-            alloc_from_zones_with(req, Some(&mut dirty))?
+            alloc_from_zones(req, Some(&mut dirty))?
         }
         r => r?,
     };
+    let mut f = if dirty.overflow { checked(f)? } else { f };
     let start = f.start.as_u64();
+    if !dirty.overflow {
+        for &(base, n) in &dirty.runs[..dirty.len] {
+            if let Err(w) = poison::check(base, n) {
+                core::mem::forget(f);
+                return Err(FrameError::WriteAfterFree(w));
+            }
+        }
+    }
     let bytes = f.as_mut_bytes();
     if dirty.overflow {
         bytes.fill(0);
@@ -402,70 +324,36 @@ impl DirtyRuns {
 /// Like [`alloc`], but always from the zones' allocators, never from a CPU's page cache,
 /// so that every request shows in the allocators' summaries (the console uses this).
 pub fn alloc_uncached(req: FrameRequest) -> Result<Frames, FrameError> {
-    alloc_from_zones(req)
+    checked(alloc_from_zones(req, None)?)
 }
 
 fn alloc_one() -> Result<Frames, FrameError> {
-    let mut cpu = CACHES[cpu_id()].lock();
-    // The most recently freed frame first (still warm); never a DMA one, which waits in
-    // its batch for the zone.
-    for z in [Zone::Normal, Zone::Dma32] {
-        if let Some(addr) = cpu.batches[z as usize].alloc() {
-            return Ok(Frames {
-                start: PhysAddr::new(addr),
-                npages: 1,
-                zeroed_pages: 0,
-            });
-        }
+    let frame = |(addr, zeroed): (u64, bool)| Frames {
+        start: PhysAddr::new(addr),
+        npages: 1,
+        zeroed_pages: usize::from(zeroed),
+    };
+    if let Some(got) = percpu::alloc_one() {
+        return Ok(frame(got));
     }
-    if let Some(frames) = take_from_cache(&mut cpu) {
-        return Ok(frames);
+    if ZONES.lock().zones.iter().all(Option::is_none) {
+        return Err(FrameError::Uninitialised);
     }
-    // Refill from the first zone in fallback order that has a free page.
-    {
-        let mut zones = FRAMES.lock();
-        for z in Zone::FALLBACK {
-            let Some(pa) = zones.zone_mut(z) else {
-                continue;
-            };
-            let cache = pa.alloc_to_cache();
-            if !cache.is_empty() {
-                cpu.zone = z;
-                cpu.cache = cache;
-                break;
-            }
-        }
-    }
-    if let Some(frames) = take_from_cache(&mut cpu) {
-        return Ok(frames);
-    }
-    drop(cpu);
-    // Nothing in the zones: other CPUs' caches may still hold pages.
-    if flush_caches() > 0 {
-        return alloc_from_zones(FrameRequest::pages(1));
+    // Nothing in the zones: other CPUs' caches may still hold frames.
+    if percpu::flush_all() > 0 {
+        return alloc_from_zones(FrameRequest::pages(1), None);
     }
     Err(out_of_memory(FrameRequest::pages(1)))
 }
 
-fn take_from_cache(cpu: &mut CpuCache) -> Option<Frames> {
-    let (addr, zeroed) = cpu.cache.alloc(1)?;
-    Some(Frames {
-        start: PhysAddr::new(addr),
-        npages: 1,
-        zeroed_pages: zeroed,
-    })
-}
-
-fn alloc_from_zones(req: FrameRequest) -> Result<Frames, FrameError> {
-    alloc_from_zones_with(req, None)
-}
-
-fn alloc_from_zones_with(
+fn alloc_from_zones(
     req: FrameRequest,
     mut dirty: Option<&mut DirtyRuns>,
 ) -> Result<Frames, FrameError> {
-    let mut zones = FRAMES.lock();
-    let mut initialised = false;
+    let mut zones = ZONES.lock();
+    if zones.zones.iter().all(Option::is_none) {
+        return Err(FrameError::Uninitialised);
+    }
     for z in Zone::FALLBACK {
         let (zone_base, _) = z.range();
         if req.limit.is_some_and(|l| l <= zone_base) {
@@ -474,7 +362,6 @@ fn alloc_from_zones_with(
         let Some(pa) = zones.zone_mut(z) else {
             continue;
         };
-        initialised = true;
         let c = Constraints {
             align_pages: req.align_pages,
             min_addr: 0,
@@ -500,9 +387,6 @@ fn alloc_from_zones_with(
             Err(e) => return Err(FrameError::Alloc(e)),
         }
     }
-    if !initialised && zones.zones.iter().all(Option::is_none) {
-        return Err(FrameError::Uninitialised);
-    }
     drop(zones);
     Err(out_of_memory(req))
 }
@@ -517,8 +401,9 @@ fn out_of_memory(req: FrameRequest) -> FrameError {
 }
 
 /// Frees `npages` frames at `start`. Refuses, with the allocator's error and without
-/// changing anything, frames that are not allocated (a double free), not managed memory
-/// (a foreign address), or the allocator's own metadata.
+/// changing anything, frames that are not handed out (free, or held by a CPU's cache or
+/// batch: a double free), not managed memory (a foreign address), or the allocator's own
+/// metadata. A single frame goes to this CPU's batch without the zones' lock.
 pub fn free_frames(start: PhysAddr, npages: usize) -> Result<(), FrameError> {
     free_frames_to(start, npages, FreeTo::Batch)
 }
@@ -528,6 +413,13 @@ pub fn free_frames(start: PhysAddr, npages: usize) -> Result<(), FrameError> {
 /// later zeroed allocation need not clear them again.
 pub fn free_frames_zeroed(start: PhysAddr, npages: usize) -> Result<(), FrameError> {
     free_frames_to(start, npages, FreeTo::ZoneZeroed)
+}
+
+/// Like [`free_frames`], but a single frame too goes straight back to its zone's
+/// allocator, never to a CPU's batch, so that every free shows in the allocators'
+/// summaries at once (the console uses this, with [`alloc_uncached`]).
+pub fn free_uncached(start: PhysAddr, npages: usize) -> Result<(), FrameError> {
+    free_frames_to(start, npages, FreeTo::Zone)
 }
 
 /// Where a free goes.
@@ -541,46 +433,29 @@ enum FreeTo {
     ZoneZeroed,
 }
 
-/// Like [`free_frames`], but a single frame too goes straight back to its zone's
-/// allocator, never to a CPU's batch, so that every free shows in the allocators'
-/// summaries at once (the console uses this, with [`alloc_uncached`]).
-pub fn free_uncached(start: PhysAddr, npages: usize) -> Result<(), FrameError> {
-    free_frames_to(start, npages, FreeTo::Zone)
-}
-
 fn free_frames_to(start: PhysAddr, npages: usize, to: FreeTo) -> Result<(), FrameError> {
     let base = start.as_u64();
-    let limit = base.saturating_add(npages as u64 * FRAME_SIZE);
+    let limit = base.saturating_add((npages as u64).saturating_mul(FRAME_SIZE));
     // The metadata's frames are never handed out, never freed.
-    let meta = super::setup::metadata_range();
-    if base < meta.limit && meta.base < limit {
+    let meta = metadata_range();
+    if npages > 0 && base < meta.limit && meta.base < limit {
         return Err(FrameError::Metadata { base, npages });
     }
-    // The zones' bitmaps show frames that a CPU holds free as allocated: ask the CPUs.
-    if let Some(page) = held_by_a_cpu(base, limit) {
-        return Err(FrameError::Free(RangeOpError::NotAllocated {
-            base,
-            npages,
-            page,
-        }));
-    }
     let z = Zone::of(base);
-    let not_grown = FrameError::Free(RangeOpError::NotGrown {
+    if to == FreeTo::Batch && npages == 1 {
+        return percpu::free_one(z, base).map_err(|e| explain(z, base, npages, e));
+    }
+    if poison::ENABLED && to != FreeTo::ZoneZeroed {
+        // Poison only frames the free will accept: check first, under the lock.
+        check_free(z, base, npages)?;
+        poison::fill(base, npages);
+    }
+    let mut zones = ZONES.lock();
+    let pa = zones.zone_mut(z).ok_or(FrameError::Free(RangeOpError::NotGrown {
         base,
         npages,
         page: base,
-    });
-    if to == FreeTo::Batch && npages == 1 {
-        // Single frames go to this CPU's batch, which checks them like a free.
-        let mut cpu = CACHES[cpu_id()].lock();
-        let mut zones = FRAMES.lock();
-        let pa = zones.zone_mut(z).ok_or(not_grown)?;
-        return cpu.batches[z as usize]
-            .free(pa, base)
-            .map_err(FrameError::Free);
-    }
-    let mut zones = FRAMES.lock();
-    let pa = zones.zone_mut(z).ok_or(not_grown)?;
+    }))?;
     let freed = if to == FreeTo::ZoneZeroed {
         pa.free_zeroed(base, npages)
     } else {
@@ -589,178 +464,33 @@ fn free_frames_to(start: PhysAddr, npages: usize, to: FreeTo) -> Result<(), Fram
     freed.map_err(FrameError::Free)
 }
 
-/// The first frame of `[base, limit)` that some CPU holds free: in its page cache, or in
-/// a batch of freed frames. Takes the CPUs' locks: do not call it under the zones' lock.
-pub fn held_by_a_cpu(base: u64, limit: u64) -> Option<u64> {
-    let mut first = None;
-    for c in &CACHES {
-        let cpu = c.lock();
-        let block = cpu.cache.base();
-        let mut bits = cpu.cache.cache();
-        while bits != 0 {
-            let page = block + u64::from(bits.trailing_zeros()) * FRAME_SIZE;
-            bits &= bits - 1;
-            if base <= page && page < limit {
-                first = Some(first.map_or(page, |f: u64| f.min(page)));
-            }
-        }
-        for batch in &cpu.batches {
-            for page in batch.pages() {
-                if base <= page && page < limit {
-                    first = Some(first.map_or(page, |f: u64| f.min(page)));
-                }
-            }
-        }
+/// Whether zone `z` would accept a free of `[base, +npages)` now.
+fn check_free(z: Zone, base: u64, npages: usize) -> Result<(), FrameError> {
+    let zones = ZONES.lock();
+    match zones.zone(z) {
+        Some(pa) => pa.check_free(base, npages).map_err(FrameError::Free),
+        None => Err(FrameError::Free(RangeOpError::NotGrown {
+            base,
+            npages,
+            page: base,
+        })),
     }
-    first
 }
 
-/// Returns every CPU's cached pages to the zones. Returns how many pages came back.
+/// Turns a lock-free refusal into the zone's precise reason (not grown, free, or held
+/// by a cache or batch), under the zones' lock.
+fn explain(z: Zone, base: u64, npages: usize, lock_free: RangeOpError) -> FrameError {
+    match check_free(z, base, npages) {
+        Err(e) => e,
+        // The frame changed hands since: the lock-free reason is the one that held.
+        Ok(()) => FrameError::Free(lock_free),
+    }
+}
+
+/// Returns every CPU's cached and batched frames to the zones. Returns how many frames
+/// came back.
 pub fn flush_caches() -> usize {
-    let mut returned = 0;
-    for c in &CACHES {
-        let mut cpu = c.lock();
-        let n = cpu.free_pages();
-        if n == 0 {
-            continue;
-        }
-        let mut zones = FRAMES.lock();
-        for z in Zone::ALL {
-            if let Some(pa) = zones.zone_mut(z) {
-                cpu.batches[z as usize].flush(pa);
-            }
-        }
-        let zone = cpu.zone;
-        if let Some(pa) = zones.zone_mut(zone) {
-            cpu.cache
-                .flush(pa)
-                .unwrap_or_else(|e| panic!("flushing a page cache into {}: {e}", zone.name()));
-        }
-        returned += n;
-    }
-    returned
-}
-
-/// Frames the CPUs hold free (in page caches and batches of freed frames); the zones'
-/// bitmaps show them allocated.
-pub struct CpuHeldFrames {
-    blocks: [(u64, u64); MAX_CPUS],
-    singles: [u64; MAX_CPUS * 3 * FREE_BATCH_PAGES],
-    n_singles: usize,
-}
-
-impl CpuHeldFrames {
-    /// `(base, free)` pairs: the address of a 64-frame block and a bit per frame of it
-    /// that a CPU holds free.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        let block_bytes = 64 * FRAME_SIZE;
-        let singles = self.singles[..self.n_singles]
-            .iter()
-            .map(move |&p| (p & !(block_bytes - 1), 1u64 << ((p / FRAME_SIZE) % 64)));
-        self.blocks.iter().copied().chain(singles)
-    }
-}
-
-/// What the CPUs hold free, read under their locks.
-pub fn cached_blocks() -> CpuHeldFrames {
-    let mut held = CpuHeldFrames {
-        blocks: [(0, 0); MAX_CPUS],
-        singles: [0; MAX_CPUS * 3 * FREE_BATCH_PAGES],
-        n_singles: 0,
-    };
-    for (i, c) in CACHES.iter().enumerate() {
-        let cpu = c.lock();
-        held.blocks[i] = (cpu.cache.base(), cpu.cache.cache());
-        for page in cpu.batches.iter().flat_map(FreeBatch::pages) {
-            held.singles[held.n_singles] = page;
-            held.n_singles += 1;
-        }
-    }
-    held
-}
-
-/// Counts for one zone.
-#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
-pub struct ZoneStats {
-    /// Pages grown into the zone.
-    pub total_pages: usize,
-    /// Free pages in the zone's allocator (not counting caches).
-    pub free_pages: usize,
-    /// The longest free run.
-    pub largest_free_run: usize,
-    /// Bytes of metadata.
-    pub metadata_bytes: usize,
-}
-
-/// Counts for the whole frame allocator.
-#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
-pub struct FrameStats {
-    /// Pages managed.
-    pub total_pages: usize,
-    /// Free pages, including those in CPU caches.
-    pub free_pages: usize,
-    /// Free pages held by CPU caches.
-    pub cached_pages: usize,
-    /// Pages handed out.
-    pub used_pages: usize,
-    /// Bytes of allocator metadata.
-    pub metadata_bytes: usize,
-    /// The longest free run in any zone.
-    pub largest_free_run: usize,
-    /// Per zone, lowest first.
-    pub zones: [ZoneStats; 3],
-}
-
-/// The allocator's counts. The caches are read first, then the zones.
-pub fn stats() -> FrameStats {
-    let cached_pages: usize = CACHES.iter().map(|c| c.lock().free_pages()).sum();
-    let zones = FRAMES.lock();
-    let mut s = FrameStats {
-        cached_pages,
-        ..FrameStats::default()
-    };
-    for z in Zone::ALL {
-        if let Some(pa) = &zones.zones[z as usize] {
-            let zs = ZoneStats {
-                total_pages: pa.total_pages(),
-                free_pages: pa.free_pages(),
-                largest_free_run: pa.largest_free_run(),
-                metadata_bytes: pa.metadata_bytes(),
-            };
-            s.total_pages += zs.total_pages;
-            s.free_pages += zs.free_pages;
-            s.metadata_bytes += zs.metadata_bytes;
-            s.largest_free_run = s.largest_free_run.max(zs.largest_free_run);
-            s.zones[z as usize] = zs;
-        }
-    }
-    s.free_pages += cached_pages;
-    s.used_pages = s.total_pages - s.free_pages;
-    s
-}
-
-/// Runs the allocator's full consistency check on every zone.
-pub fn check_invariants() -> Result<(), (Zone, InvariantError)> {
-    let zones = FRAMES.lock();
-    for z in Zone::ALL {
-        if let Some(pa) = &zones.zones[z as usize] {
-            pa.check_invariants().map_err(|e| (z, e))?;
-        }
-    }
-    Ok(())
-}
-
-/// Panics, naming the zone, if [`check_invariants`] finds a broken invariant (for tests).
-pub fn assert_invariants() {
-    if let Err((z, e)) = check_invariants() {
-        panic!("invariants broken in zone {}: {e}", z.name());
-    }
-}
-
-/// Calls `f` with the allocator of each zone that has memory, under the lock. Keep `f`
-/// short: interrupts are off.
-pub fn with_zones<R>(f: impl FnOnce(&Zones) -> R) -> R {
-    f(&FRAMES.lock())
+    percpu::flush_all()
 }
 
 /// `x86_64`'s frame traits on top of the frame API, for its page-table code. Frames it

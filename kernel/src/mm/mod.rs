@@ -11,7 +11,11 @@ pub mod address_space;
 pub mod frames;
 pub mod heap;
 pub mod lock;
+mod percpu;
+pub mod poison;
 pub mod setup;
+mod stats;
+mod zones;
 
 use spin::Once;
 use x86_64::structures::paging::{OffsetPageTable, PageTable, PhysFrame};
@@ -19,9 +23,10 @@ use x86_64::{PhysAddr, VirtAddr};
 
 pub use address_space::AddressSpace;
 pub use frames::{
-    FrameError, FrameRequest, FrameStats, Frames, GlobalFrameAllocator, Zone, alloc, alloc_frame,
-    alloc_frames, alloc_huge_frame, alloc_zeroed, free_frames, stats,
+    FRAME_SIZE, FrameError, FrameRequest, FrameStats, Frames, GlobalFrameAllocator, Zone, alloc,
+    alloc_frame, alloc_frames, alloc_huge_frame, alloc_zeroed, free_frames, stats,
 };
+pub use stats::{CpuStats, cpu_stats};
 pub use pagealloc;
 pub use setup::{InitReport, init, init_report};
 

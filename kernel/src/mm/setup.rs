@@ -8,6 +8,7 @@
 //! 4. Mark the metadata frames allocated, so they are never handed out.
 
 use core::fmt;
+use core::sync::atomic::{AtomicU32, AtomicU64};
 
 use bootloader_api::BootInfo;
 use bootloader_api::info::{MemoryRegion, MemoryRegionKind};
@@ -16,7 +17,8 @@ use spin::Once;
 use x86_64::registers::control::Cr3;
 use x86_64::{PhysAddr, VirtAddr};
 
-use super::frames::{FRAME_SIZE, FRAMES, Zone, Zones};
+use super::frames::FRAME_SIZE;
+use super::zones::{self, Zone, Zones};
 use super::{KERNEL_PML4, PHYS_OFFSET, heap, phys_to_virt};
 
 /// Merged usable regions the kernel can keep track of.
@@ -116,24 +118,27 @@ struct ZonePlan {
     layout: Option<MetadataLayout>,
 }
 
-/// Byte offsets of one zone's three arrays inside the metadata block.
+/// Byte offsets of one zone's four arrays inside the metadata block.
 struct ZoneArrays {
     summaries: u64,
     chunk_map: u64,
     chunks: u64,
+    handed_out: u64,
     end: u64,
 }
 
 fn arrays_of(layout: &MetadataLayout, start: u64) -> ZoneArrays {
     let summaries = start.next_multiple_of(64);
     let chunk_map = summaries + (layout.summary_entries() * size_of::<PallocSum>()) as u64;
-    let chunks =
-        (chunk_map + (layout.chunk_map_entries() * size_of::<u32>()) as u64).next_multiple_of(64);
-    let end = chunks + (layout.chunk_entries() * size_of::<PallocData>()) as u64;
+    let chunks = (chunk_map + (layout.chunk_map_entries() * size_of::<AtomicU32>()) as u64)
+        .next_multiple_of(64);
+    let handed_out = chunks + (layout.chunk_entries() * size_of::<PallocData>()) as u64;
+    let end = handed_out + (layout.handed_out_words() * size_of::<AtomicU64>()) as u64;
     ZoneArrays {
         summaries,
         chunk_map,
         chunks,
+        handed_out,
         end,
     }
 }
@@ -194,7 +199,6 @@ pub fn init(boot_info: &BootInfo) -> Result<InitReport, SetupError> {
     // not exist), and the physical memory mapping makes it writable at `block`.
     unsafe { core::ptr::write_bytes(block, 0, needed as usize) };
 
-    METADATA.call_once(|| meta);
     let mut zones = Zones {
         zones: [None, None, None],
     };
@@ -204,10 +208,11 @@ pub fn init(boot_info: &BootInfo) -> Result<InitReport, SetupError> {
         let Some(layout) = plan.layout else { continue };
         let a = arrays_of(&layout, start);
         start = a.end;
-        // SAFETY: the three arrays are disjoint parts of the zeroed metadata block, aligned
+        // SAFETY: the four arrays are disjoint parts of the zeroed metadata block, aligned
         // for their types (offsets are multiples of 64 or follow 8-byte entries), and all
-        // zero bytes are valid values of these plain integer types. Only this allocator
-        // uses them, for the rest of the kernel's life.
+        // zero bytes are valid values of these plain integer and atomic types. Only this
+        // allocator (and its handed-out handles) uses them, for the rest of the kernel's
+        // life.
         let metadata = unsafe {
             Metadata {
                 summaries: core::slice::from_raw_parts_mut(
@@ -215,12 +220,16 @@ pub fn init(boot_info: &BootInfo) -> Result<InitReport, SetupError> {
                     layout.summary_entries(),
                 ),
                 chunk_map: core::slice::from_raw_parts_mut(
-                    block.add(a.chunk_map as usize).cast::<u32>(),
+                    block.add(a.chunk_map as usize).cast::<AtomicU32>(),
                     layout.chunk_map_entries(),
                 ),
                 chunks: core::slice::from_raw_parts_mut(
                     block.add(a.chunks as usize).cast::<PallocData>(),
                     layout.chunk_entries(),
+                ),
+                handed_out: core::slice::from_raw_parts_mut(
+                    block.add(a.handed_out as usize).cast::<AtomicU64>(),
+                    layout.handed_out_words(),
                 ),
             }
         };
@@ -240,7 +249,7 @@ pub fn init(boot_info: &BootInfo) -> Result<InitReport, SetupError> {
         }
         zones.zones[*z as usize] = Some(pa);
     }
-    *FRAMES.lock() = zones;
+    zones::install(zones, meta);
     heap::init();
 
     let free_pages = super::stats().free_pages;
@@ -258,12 +267,8 @@ pub fn init(boot_info: &BootInfo) -> Result<InitReport, SetupError> {
 }
 
 static REPORT: Once<InitReport> = Once::new();
-static METADATA: Once<AddrRange> = Once::new();
 
-/// Where the allocators' metadata lives (empty before [`init`] has placed it).
-pub fn metadata_range() -> AddrRange {
-    METADATA.get().copied().unwrap_or_default()
-}
+pub use super::zones::metadata_range;
 
 /// What [`init`] reported, once it has run.
 pub fn init_report() -> Option<InitReport> {

@@ -1,0 +1,175 @@
+//! Counting and inspecting the frame allocator: statistics, the consistency check, and
+//! what the CPUs hold (for the console and the picture; never on an allocation path).
+
+use alloc::vec::Vec;
+
+use pagealloc::{FREE_BATCH_PAGES, InvariantError};
+
+use super::FRAME_SIZE;
+use super::percpu;
+use super::zones::{ZONE_COUNT, ZONES, Zone, Zones};
+use crate::smp::MAX_CPUS;
+
+/// Counts for one zone.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct ZoneStats {
+    /// Pages grown into the zone.
+    pub total_pages: usize,
+    /// Free pages in the zone's allocator (not counting caches).
+    pub free_pages: usize,
+    /// The longest free run.
+    pub largest_free_run: usize,
+    /// Bytes of metadata.
+    pub metadata_bytes: usize,
+}
+
+/// Counts for the whole frame allocator.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct FrameStats {
+    /// Pages managed.
+    pub total_pages: usize,
+    /// Free pages, including those in CPU caches.
+    pub free_pages: usize,
+    /// Free pages held by CPU caches and batches.
+    pub cached_pages: usize,
+    /// Pages handed out.
+    pub used_pages: usize,
+    /// Bytes of allocator metadata.
+    pub metadata_bytes: usize,
+    /// The longest free run in any zone.
+    pub largest_free_run: usize,
+    /// Per zone, lowest first.
+    pub zones: [ZoneStats; ZONE_COUNT],
+}
+
+/// The allocator's counts. Each CPU is read under its own lock, then the zones under
+/// theirs: with several CPUs at work the sum is a moment's picture, not an exact one.
+pub fn stats() -> FrameStats {
+    let mut cached_pages = 0;
+    percpu::for_each_cpu(|_, cpu| cached_pages += cpu.held_pages());
+    let zones = ZONES.lock();
+    let mut s = FrameStats {
+        cached_pages,
+        ..FrameStats::default()
+    };
+    for z in Zone::ALL {
+        if let Some(pa) = zones.zone(z) {
+            let zs = ZoneStats {
+                total_pages: pa.total_pages(),
+                free_pages: pa.free_pages(),
+                largest_free_run: pa.largest_free_run(),
+                metadata_bytes: pa.metadata_bytes(),
+            };
+            s.total_pages += zs.total_pages;
+            s.free_pages += zs.free_pages;
+            s.metadata_bytes += zs.metadata_bytes;
+            s.largest_free_run = s.largest_free_run.max(zs.largest_free_run);
+            s.zones[z as usize] = zs;
+        }
+    }
+    s.free_pages += cached_pages;
+    s.used_pages = s.total_pages - s.free_pages;
+    s
+}
+
+/// One CPU's frame counts.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct CpuStats {
+    /// Free frames it holds in its page cache and batches.
+    pub held_pages: usize,
+    /// Single frames it handed out from its cache and batches.
+    pub allocs: u64,
+    /// Single frames freed into its batches.
+    pub frees: u64,
+}
+
+/// Per-CPU counts, indexed by CPU number (slots of CPUs that never ran are zero).
+pub fn cpu_stats() -> [CpuStats; MAX_CPUS] {
+    let mut out = [CpuStats::default(); MAX_CPUS];
+    percpu::for_each_cpu(|i, cpu| {
+        out[i] = CpuStats {
+            held_pages: cpu.held_pages(),
+            allocs: cpu.allocs,
+            frees: cpu.frees,
+        };
+    });
+    out
+}
+
+/// Runs the allocator's full consistency check on every zone.
+pub fn check_invariants() -> Result<(), (Zone, InvariantError)> {
+    let zones = ZONES.lock();
+    for z in Zone::ALL {
+        if let Some(pa) = zones.zone(z) {
+            pa.check_invariants().map_err(|e| (z, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Panics, naming the zone, if [`check_invariants`] finds a broken invariant (for tests).
+pub fn assert_invariants() {
+    if let Err((z, e)) = check_invariants() {
+        panic!("invariants broken in zone {}: {e}", z.name());
+    }
+}
+
+/// Calls `f` with the allocator of each zone that has memory, under the lock. Keep `f`
+/// short: interrupts are off.
+pub fn with_zones<R>(f: impl FnOnce(&Zones) -> R) -> R {
+    f(&ZONES.lock())
+}
+
+/// The first frame of `[base, limit)` that some CPU holds free, in its page cache or a
+/// batch. For inspection only (the console): a free never needs it, since the zones'
+/// handed-out bits already say whether a frame may be freed. Takes the CPUs' locks one
+/// at a time: do not call it under the zones' lock.
+pub fn held_by_a_cpu(base: u64, limit: u64) -> Option<u64> {
+    let mut first: Option<u64> = None;
+    percpu::for_each_cpu(|_, cpu| {
+        cpu.for_each_held(|page| {
+            if base <= page && page < limit {
+                first = Some(first.map_or(page, |f| f.min(page)));
+            }
+        });
+    });
+    first
+}
+
+/// Frames the CPUs hold free (in page caches and batches of freed frames); the zones'
+/// bitmaps show them allocated.
+pub struct CpuHeldFrames {
+    /// `(cpu, frame)` for every frame held.
+    frames: Vec<(u8, u64)>,
+}
+
+impl CpuHeldFrames {
+    /// `(base, free)` pairs: the address of a 64-frame block and a bit per frame of it
+    /// that a CPU holds free.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let block_bytes = 64 * FRAME_SIZE;
+        self.frames
+            .iter()
+            .map(move |&(_, p)| (p & !(block_bytes - 1), 1u64 << ((p / FRAME_SIZE) % 64)))
+    }
+
+    /// How many frames each CPU holds, indexed by CPU number.
+    pub fn per_cpu(&self) -> [usize; MAX_CPUS] {
+        let mut n = [0; MAX_CPUS];
+        for &(cpu, _) in &self.frames {
+            n[usize::from(cpu)] += 1;
+        }
+        n
+    }
+}
+
+/// What the CPUs hold free, each read under its lock.
+pub fn cached_blocks() -> CpuHeldFrames {
+    // Room for everything up front: growing the heap under a CPU's lock would take that
+    // CPU's lock again.
+    let mut frames = Vec::with_capacity(MAX_CPUS * (64 + ZONE_COUNT * FREE_BATCH_PAGES));
+    percpu::for_each_cpu(|i, cpu| {
+        cpu.for_each_held(|page| frames.push((i as u8, page)));
+    });
+    CpuHeldFrames { frames }
+}
