@@ -511,7 +511,7 @@ pub fn enter_panic() {
     let me = cpu_id();
     let first = PANICKING
         .compare_exchange(usize::MAX, me, Ordering::AcqRel, Ordering::Acquire)
-        .unwrap_or_else(|first| first);
+        .map_or_else(|first| first, |_| me);
     if first != me {
         x86_64::instructions::interrupts::disable();
         crate::hlt_loop();
