@@ -228,6 +228,9 @@ pub fn qemu_args(options: &Options, image: &Path) -> Vec<String> {
     }
     if options.kvm {
         args.extend(["-enable-kvm".into(), "-cpu".into(), "host".into()]);
+    } else {
+        // One host thread per guest CPU, so several CPUs really run at once.
+        args.extend(["-accel".into(), "tcg,thread=multi".into()]);
     }
     args.extend(crate::screen::display_fw_cfg(&options.screen));
     args.extend(options.qemu_args.iter().cloned());
@@ -506,7 +509,7 @@ mod tests {
             "-drive format=raw,file=k-uefi.img,snapshot=on -nodefaults -vga std -display none \
              -serial stdio \
              --no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04 -m 1G -smp 2 -bios \
-             /fw/OVMF.fd -d int"
+             /fw/OVMF.fd -accel tcg,thread=multi -d int"
         );
     }
 

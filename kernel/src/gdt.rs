@@ -3,6 +3,8 @@
 //! Long mode ignores segmentation, but the CPU still needs a code segment, and the TSS is
 //! where the interrupt stack table (IST) lives: the double-fault handler gets a stack of
 //! its own there, so a kernel stack overflow ends in a report instead of a triple fault.
+//! The bootstrap CPU uses the static tables below; each application processor gets its
+//! own GDT and TSS ([`init_ap`]), with the same selectors.
 
 use core::ops::Range;
 use spin::LazyLock;
@@ -71,7 +73,31 @@ pub fn init() {
     }
 }
 
-/// The TSS's IST entry used for double faults (for tests and diagnostics).
+/// Loads a GDT and TSS of its own on an application processor, whose double-fault stack
+/// ends at `double_fault_stack_top`. The selectors are the same as the bootstrap CPU's.
+pub fn init_ap(double_fault_stack_top: VirtAddr) {
+    let mut tss = TaskStateSegment::new();
+    tss.interrupt_stack_table[usize::from(DOUBLE_FAULT_IST_INDEX)] = double_fault_stack_top;
+    let tss: &'static TaskStateSegment = alloc::boxed::Box::leak(alloc::boxed::Box::new(tss));
+    let mut gdt = GlobalDescriptorTable::new();
+    let code = gdt.append(Descriptor::kernel_code_segment());
+    let data = gdt.append(Descriptor::kernel_data_segment());
+    let tss_sel = gdt.append(Descriptor::tss_segment(tss));
+    debug_assert_eq!((code, data, tss_sel), (GDT.1.code, GDT.1.data, GDT.1.tss));
+    let gdt: &'static GlobalDescriptorTable = alloc::boxed::Box::leak(alloc::boxed::Box::new(gdt));
+    gdt.load();
+    // SAFETY: as in `init`: the selectors index this CPU's GDT, just loaded and never
+    // freed, whose TSS and stacks live as long as the kernel.
+    unsafe {
+        CS::set_reg(code);
+        SS::set_reg(data);
+        DS::set_reg(data);
+        ES::set_reg(data);
+        load_tss(tss_sel);
+    }
+}
+
+/// The bootstrap CPU's TSS's IST entry used for double faults (for tests and diagnostics).
 pub fn double_fault_ist_top() -> VirtAddr {
     TSS.interrupt_stack_table[usize::from(DOUBLE_FAULT_IST_INDEX)]
 }

@@ -1,18 +1,31 @@
-//! Interrupt descriptor table: CPU exceptions, the timer and the serial port.
+//! Interrupt descriptor table: CPU exceptions, the timers, the serial port and the local
+//! APIC's own vectors. One IDT is shared by every CPU.
 //!
 //! Exceptions the kernel cannot recover from (double fault, page fault, general protection
 //! fault) panic with a description of what happened; the panic handler prints it and ends
-//! the QEMU run with failure. The timer (IRQ 0 through the remapped PIC) counts ticks and
-//! calls an optional hook, so tests can run code in interrupt context.
+//! the QEMU run with failure. The timer counts ticks per CPU and calls an optional hook, so
+//! tests can run code in interrupt context. Until `smp::init` has calibrated the local
+//! APIC timer, the bootstrap CPU ticks from the PIT (IRQ 0 through the remapped PIC, EOI at
+//! the PIC); after it, every CPU ticks from its own local APIC timer (EOI at the local
+//! APIC), and IRQ 0 is masked. Serial input (IRQ 4) stays with the PICs, which deliver
+//! only to the bootstrap CPU.
 
 use crate::pic;
+use crate::smp::{self, lapic};
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::{LazyLock, Once, RwLock};
 use x86_64::registers::control::Cr2;
 use x86_64::structures::idt::{InterruptDescriptorTable, InterruptStackFrame, PageFaultErrorCode};
 
-/// Rate at which [`init`] programs the timer.
+/// Rate at which every CPU's timer ticks.
 pub const TIMER_HZ: u32 = 100;
+
+/// Vector of every CPU's local APIC timer.
+pub const APIC_TIMER_VECTOR: u8 = pic::PIC2_OFFSET + 8;
+/// Vector of the local APIC's error interrupt.
+pub const APIC_ERROR_VECTOR: u8 = 0xfe;
+/// Vector the local APIC raises for an interrupt that went away (no EOI wanted).
+pub const APIC_SPURIOUS_VECTOR: u8 = 0xff;
 
 /// Vectors of the hardware interrupts the kernel handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +55,17 @@ static IDT: LazyLock<InterruptDescriptorTable> = LazyLock::new(|| {
     idt[InterruptIndex::Com1 as u8].set_handler_fn(com1_handler);
     idt[InterruptIndex::Irq7 as u8].set_handler_fn(irq7_handler);
     idt[InterruptIndex::Irq15 as u8].set_handler_fn(irq15_handler);
+    idt[APIC_TIMER_VECTOR].set_handler_fn(apic_timer_handler);
+    idt[smp::WAKE_VECTOR].set_handler_fn(wake_handler);
+    idt[APIC_ERROR_VECTOR].set_handler_fn(apic_error_handler);
+    idt[APIC_SPURIOUS_VECTOR].set_handler_fn(apic_spurious_handler);
     idt
 });
 
-static TICKS: AtomicU64 = AtomicU64::new(0);
 static BREAKPOINTS: AtomicU64 = AtomicU64::new(0);
 static SPURIOUS: AtomicU64 = AtomicU64::new(0);
+static APIC_SPURIOUS: AtomicU64 = AtomicU64::new(0);
+static APIC_ERRORS: AtomicU64 = AtomicU64::new(0);
 static TIMER_HOOK: RwLock<Option<fn()>> = RwLock::new(None);
 static DOUBLE_FAULT_HOOK: Once<fn(&InterruptStackFrame) -> !> = Once::new();
 
@@ -59,9 +77,22 @@ pub fn init() {
     pic::set_timer_hz(TIMER_HZ);
 }
 
-/// Timer interrupts since boot.
+/// Loads the shared IDT on an application processor.
+pub fn init_ap() {
+    IDT.load();
+}
+
+/// Timer interrupts the bootstrap CPU has handled since boot: the kernel's clock, at
+/// [`TIMER_HZ`].
 pub fn ticks() -> u64 {
-    TICKS.load(Ordering::Relaxed)
+    ticks_on(0)
+}
+
+/// Timer interrupts CPU `cpu` has handled since it started (0 for a CPU that is not up).
+pub fn ticks_on(cpu: usize) -> u64 {
+    smp::CPUS
+        .get(cpu)
+        .map_or(0, |c| c.ticks.load(Ordering::Relaxed))
 }
 
 /// Breakpoint exceptions (`int3`) handled since boot.
@@ -74,8 +105,17 @@ pub fn spurious_interrupts() -> u64 {
     SPURIOUS.load(Ordering::Relaxed)
 }
 
-/// Sets the function the timer handler calls on every tick (in interrupt context, with
-/// interrupts disabled), or removes it with `None`. Returns the previous hook.
+/// Spurious interrupts from the local APICs, and local APIC error interrupts, since boot.
+pub fn apic_spurious_and_errors() -> (u64, u64) {
+    (
+        APIC_SPURIOUS.load(Ordering::Relaxed),
+        APIC_ERRORS.load(Ordering::Relaxed),
+    )
+}
+
+/// Sets the function the timer handler calls on every tick of every CPU (in interrupt
+/// context, with interrupts disabled on that CPU; several CPUs may run it at once), or
+/// removes it with `None`. Returns the previous hook.
 pub fn set_timer_hook(hook: Option<fn()>) -> Option<fn()> {
     // The handler never waits for this lock (it skips a tick instead), and with interrupts
     // off it cannot run on this CPU while we hold it.
@@ -150,14 +190,46 @@ extern "x86-interrupt" fn general_protection_fault_handler(
     panic!("EXCEPTION: GENERAL PROTECTION FAULT (error code {error_code:#x})\n{stack_frame:#?}");
 }
 
-extern "x86-interrupt" fn timer_handler(_stack_frame: InterruptStackFrame) {
-    TICKS.fetch_add(1, Ordering::Relaxed);
+/// One tick on this CPU: count it and run the hook.
+fn tick() {
+    smp::this_cpu().ticks.fetch_add(1, Ordering::Relaxed);
     // Copy the hook out so the lock is not held while it runs.
     let hook = TIMER_HOOK.try_read().and_then(|hook| *hook);
     if let Some(hook) = hook {
         hook();
     }
+}
+
+/// The PIT's tick (bootstrap CPU, before the local APIC timers take over).
+extern "x86-interrupt" fn timer_handler(_stack_frame: InterruptStackFrame) {
+    tick();
     pic::end_of_interrupt(0);
+}
+
+/// A CPU's local APIC timer tick.
+extern "x86-interrupt" fn apic_timer_handler(_stack_frame: InterruptStackFrame) {
+    tick();
+    lapic::end_of_interrupt();
+}
+
+/// The IPI that wakes a CPU for a job: the job is in its mailbox, nothing to do here.
+extern "x86-interrupt" fn wake_handler(_stack_frame: InterruptStackFrame) {
+    lapic::end_of_interrupt();
+}
+
+extern "x86-interrupt" fn apic_error_handler(_stack_frame: InterruptStackFrame) {
+    let status = lapic::read_error_status();
+    APIC_ERRORS.fetch_add(1, Ordering::Relaxed);
+    crate::serial_println!(
+        "local APIC error on CPU {}: status {status:#x}",
+        smp::cpu_id()
+    );
+    lapic::end_of_interrupt();
+}
+
+/// A spurious local APIC interrupt: counted, and not acknowledged (it never was in service).
+extern "x86-interrupt" fn apic_spurious_handler(_stack_frame: InterruptStackFrame) {
+    APIC_SPURIOUS.fetch_add(1, Ordering::Relaxed);
 }
 
 extern "x86-interrupt" fn com1_handler(_stack_frame: InterruptStackFrame) {

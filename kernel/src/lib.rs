@@ -27,6 +27,7 @@ pub mod rng;
 pub mod screen;
 pub mod serial;
 pub mod shell;
+pub mod smp;
 pub mod testing;
 
 pub use bootloader_api;
@@ -49,10 +50,13 @@ pub const BOOTLOADER_CONFIG: BootloaderConfig = {
 
 static PHYSICAL_MEMORY_OFFSET: Once<VirtAddr> = Once::new();
 
-/// Sets up the CPU and the machine: GDT and TSS, IDT, PICs and timer; then enables
-/// interrupts. Also sorts the memory map by start address, records where physical
-/// memory is mapped, and hands the framebuffer to [`screen`].
+/// Sets up the CPU and the machine: per-CPU data, GDT and TSS, IDT, PICs and timer, memory
+/// management, the other CPUs ([`smp`]); then enables interrupts. Also sorts the memory
+/// map by start address, records where physical memory is mapped, and hands the
+/// framebuffer to [`screen`].
 pub fn init(boot_info: &mut BootInfo) {
+    // First: `smp::cpu_id` (used by locks and interrupt handlers) reads it.
+    smp::init_bsp();
     gdt::init();
     interrupts::init();
     boot_info.memory_regions.sort_unstable_by_key(|r| r.start);
@@ -62,6 +66,7 @@ pub fn init(boot_info: &mut BootInfo) {
     if let Err(e) = mm::init(boot_info) {
         panic!("memory management set-up failed: {e}");
     }
+    smp::init(boot_info.rsdp_addr.into_option());
     // The picture of memory owns the framebuffer from here on.
     screen::init(boot_info.framebuffer.take());
     x86_64::instructions::interrupts::enable();
@@ -82,6 +87,7 @@ pub fn hlt_loop() -> ! {
 
 /// Panic handler of the kernel binary: print what happened and end the run with failure.
 pub fn panic_and_exit(info: &core::panic::PanicInfo) -> ! {
+    smp::enter_panic();
     serial_println!("KERNEL PANIC: {info}");
     qemu::exit_qemu(qemu::QemuExitCode::Failed)
 }

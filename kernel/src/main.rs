@@ -32,6 +32,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         Some(offset) => serial_println!("physical memory mapped at {:#x}", offset.as_u64()),
         None => serial_println!("physical memory is not mapped"),
     }
+    serial_println!("{}", kernel::smp::summary());
     serial_println!();
     memory_map::print(regions);
     serial_println!();

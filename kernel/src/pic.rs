@@ -2,7 +2,8 @@
 //!
 //! At power-on the master PIC delivers IRQs 0..7 on vectors 8..15, which collide with CPU
 //! exceptions (8 is the double fault). [`init`] moves IRQs 0..15 to vectors 32..47 and
-//! masks every line except the timer (IRQ 0); [`unmask`] enables more. [`set_timer_hz`] programs the PIT's channel 0,
+//! masks every line except the timer (IRQ 0); [`unmask`] enables more, [`mask`] disables
+//! one (`smp::init` masks IRQ 0 once the local APIC timers tick). [`set_timer_hz`] programs the PIT's channel 0,
 //! which drives IRQ 0.
 //!
 //! All port I/O of this module goes through [`outb`]/[`inb`], which accept only the fixed
@@ -107,6 +108,19 @@ pub fn unmask(irq: u8) {
     });
 }
 
+/// Disables IRQ line `irq` (0..15).
+pub fn mask(irq: u8) {
+    assert!(irq < 16, "IRQ {irq} does not exist");
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let (master, slave) = masks();
+        if irq < 8 {
+            outb(IoPort::Pic1Data, master | 1 << irq);
+        } else {
+            outb(IoPort::Pic2Data, slave | 1 << (irq - 8));
+        }
+    });
+}
+
 /// Acknowledges `irq` (0..15) so the PICs deliver the next interrupt of its priority.
 pub fn end_of_interrupt(irq: u8) {
     if irq >= 8 {
@@ -162,7 +176,9 @@ mod tests {
 
     #[test_case]
     fn only_the_timer_is_unmasked() {
-        assert_eq!(masks(), (PIC1_MASK, PIC2_MASK));
+        // Once the local APIC timers tick, the PIT's line is masked too.
+        let timer = if crate::smp::lapic_timer() { 1 } else { 0 };
+        assert_eq!(masks(), (PIC1_MASK | timer, PIC2_MASK));
     }
 
     #[test_case]

@@ -1,8 +1,10 @@
 //! Serial console on COM1 (16550 UART), the kernel's only output.
 //!
-//! The port sits behind a spin lock. Every print runs with interrupts disabled, so an
-//! interrupt handler that prints can never find the lock held by the code it interrupted
-//! (on this single-CPU kernel that would spin forever).
+//! The port sits behind a spin lock shared by every CPU; a line is written whole under it.
+//! Every print runs with interrupts disabled on its CPU, so an interrupt handler that
+//! prints can never find the lock held by the code it interrupted on the same CPU (that
+//! would spin forever). The lock remembers which CPU holds it: a CPU that panics while
+//! printing takes it back instead of waiting for itself.
 //!
 //! Input is off until [`enable_input`]: then the UART raises IRQ 4 for every byte it
 //! receives, the handler moves the bytes into a lock-free queue, and [`read_byte`] takes
@@ -10,8 +12,8 @@
 
 use crate::ringbuf::ByteRing;
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU64, Ordering};
-use spin::{LazyLock, Mutex};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use spin::{LazyLock, Mutex, MutexGuard};
 use uart_16550::backend::PioBackend;
 use uart_16550::spec::registers::IER;
 use uart_16550::{Config, Uart16550};
@@ -28,6 +30,48 @@ static RX_DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// COM1, configured on first use.
 static COM1: LazyLock<Mutex<SerialPort>> = LazyLock::new(|| Mutex::new(SerialPort::com1()));
+/// The CPU holding [`COM1`]'s lock, or `usize::MAX`.
+static OWNER: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// [`COM1`] locked by this CPU; interrupts must be off.
+struct PortGuard(Option<MutexGuard<'static, SerialPort>>);
+
+fn lock_port() -> PortGuard {
+    let me = crate::smp::cpu_id();
+    loop {
+        if let Some(guard) = COM1.try_lock() {
+            OWNER.store(me, Ordering::Relaxed);
+            return PortGuard(Some(guard));
+        }
+        if OWNER.load(Ordering::Relaxed) == me && crate::smp::panicking_here() {
+            // This CPU panicked while printing: the holder below us will never run again.
+            // SAFETY: the only holder is this CPU's interrupted print, which never resumes
+            // (the panic handler ends the run), so no one else uses the port.
+            unsafe { COM1.force_unlock() };
+        }
+        core::hint::spin_loop();
+    }
+}
+
+impl core::ops::Deref for PortGuard {
+    type Target = SerialPort;
+    fn deref(&self) -> &SerialPort {
+        self.0.as_ref().expect("guard is present until drop")
+    }
+}
+
+impl core::ops::DerefMut for PortGuard {
+    fn deref_mut(&mut self) -> &mut SerialPort {
+        self.0.as_mut().expect("guard is present until drop")
+    }
+}
+
+impl Drop for PortGuard {
+    fn drop(&mut self) {
+        OWNER.store(usize::MAX, Ordering::Relaxed);
+        drop(self.0.take());
+    }
+}
 
 /// A UART that sends Rust strings unchanged (`\n` stays `\n`, so the host sees plain lines).
 struct SerialPort(Uart16550<PioBackend>);
@@ -53,7 +97,7 @@ impl Write for SerialPort {
 #[doc(hidden)]
 pub fn _print(args: fmt::Arguments, newline: bool) {
     x86_64::instructions::interrupts::without_interrupts(|| {
-        let mut port = COM1.lock();
+        let mut port = lock_port();
         // `SerialPort::write_str` never fails, so only a failing `Display` impl can.
         let _ = port.write_fmt(args);
         if newline {
@@ -66,9 +110,10 @@ pub fn _print(args: fmt::Arguments, newline: bool) {
 /// the PIC. Bytes that arrived before are queued too.
 pub fn enable_input() {
     x86_64::instructions::interrupts::without_interrupts(|| {
-        let mut port = COM1.lock();
+        let mut guard = lock_port();
+        let port: &mut SerialPort = &mut guard;
         port.0.enable_interrupts(IER::DATA_READY);
-        drain_receiver(&mut port);
+        drain_receiver(port);
     });
     crate::pic::unmask(COM1_IRQ);
 }
@@ -76,7 +121,7 @@ pub fn enable_input() {
 /// Called by the IRQ 4 handler: moves every byte the UART holds into the queue.
 pub(crate) fn on_receive_interrupt() {
     // Everyone else takes this lock with interrupts off, so on this CPU it is free.
-    drain_receiver(&mut COM1.lock());
+    drain_receiver(&mut lock_port());
 }
 
 fn drain_receiver(port: &mut SerialPort) {

@@ -57,6 +57,7 @@ pub fn finish(passed: usize, failed: usize) -> ! {
 
 /// Panic handler for test kernels: the running test failed.
 pub fn panic_handler(info: &PanicInfo) -> ! {
+    crate::smp::enter_panic();
     serial_println!("[failed]");
     serial_println!();
     serial_println!("{info}");
