@@ -12,6 +12,18 @@
 //! of each level below the allocator's *span* (the highest address it will ever manage)
 //! exists; Go instead reserves every level for the whole address space and maps pages
 //! of it on demand, which a kernel without a virtual-memory system underneath cannot do.
+//!
+//! # Cost of the metadata
+//! As in Go, the summary levels and the chunk map are indexed by address from 0, so
+//! they cover the whole span `[0, span_limit)` whether memory exists there or not: about
+//! 4.7 KiB per GiB of span (8-byte leaves per 2 MiB chunk, the levels above, and 4 bytes
+//! of chunk map per 32 MiB). Memory near the top of the address space therefore costs
+//! as much of them as if everything below it existed: 64 MiB just below 256 TiB (the
+//! 48-bit limit) needs about 1.26 GB of summaries. The chunk bitmaps (128 bytes per
+//! chunk) and the handed-out bits (64 bytes per chunk) are sparse: they exist only for
+//! the 32 MiB blocks that some grown region touches. Sizing the dense part from the
+//! lowest grown address instead would need an offset in every index; physical memory
+//! maps of real machines start near 0, so this port keeps Go's layout.
 
 use core::fmt;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -200,29 +212,16 @@ impl MetadataLayout {
     }
 
     /// The layout for exactly these regions: the span ends at the highest region's end,
-    /// and the pool holds a block for every block of chunks a region touches.
+    /// and the pool holds a block for every block of chunks a region touches (each
+    /// counted once, however many regions overlap it).
+    ///
+    /// The regions' blocks are sorted and merged: O(n log n) for up to 128 regions (on
+    /// the stack, as the crate does not allocate); beyond that they are visited in sorted
+    /// order by selection, O(n²) in the number of regions. Neither depends on the
+    /// regions' sizes.
     pub fn for_regions(regions: &[AddrRange]) -> Result<MetadataLayout, LayoutError> {
         let span_limit = regions.iter().map(|r| r.limit).max().unwrap_or(0);
-        let mut blocks = 0;
-        for (n, r) in regions.iter().enumerate() {
-            if r.size() == 0 {
-                continue;
-            }
-            let (b0, b1) = l2_blocks_of(r);
-            // Count each block once even when several regions touch it.
-            for b in b0..=b1 {
-                let seen = regions[..n].iter().any(|q| {
-                    q.size() != 0 && {
-                        let (q0, q1) = l2_blocks_of(q);
-                        q0 <= b && b <= q1
-                    }
-                });
-                if !seen {
-                    blocks += 1;
-                }
-            }
-        }
-        MetadataLayout::new(span_limit, blocks)
+        MetadataLayout::new(span_limit, blocks_touched(regions))
     }
 
     /// One past the highest address the allocator can manage.
@@ -268,6 +267,51 @@ impl MetadataLayout {
 /// The blocks of the chunk map that a non-empty range touches, inclusive.
 fn l2_blocks_of(r: &AddrRange) -> (usize, usize) {
     (ChunkIdx::of(r.base).l1(), ChunkIdx::of(r.limit - 1).l1())
+}
+
+/// The number of distinct blocks of the chunk map that the non-empty regions touch.
+fn blocks_touched(regions: &[AddrRange]) -> usize {
+    const ON_STACK: usize = 128;
+    let intervals = regions
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.size() != 0)
+        .map(|(i, r)| (l2_blocks_of(r), i));
+    if regions.len() <= ON_STACK {
+        let mut buf = [((0, 0), 0); ON_STACK];
+        let mut n = 0;
+        for iv in intervals {
+            buf[n] = iv;
+            n += 1;
+        }
+        buf[..n].sort_unstable();
+        return merged_len(buf[..n].iter().map(|&(iv, _)| iv));
+    }
+    // Selection: the next interval in (interval, index) order after the last one.
+    let mut last: Option<((usize, usize), usize)> = None;
+    merged_len(core::iter::from_fn(|| {
+        let next = intervals
+            .clone()
+            .filter(|k| last.is_none_or(|l| *k > l))
+            .min()?;
+        last = Some(next);
+        Some(next.0)
+    }))
+}
+
+/// The number of integers covered by inclusive intervals sorted by start.
+fn merged_len(sorted: impl Iterator<Item = (usize, usize)>) -> usize {
+    let mut total = 0;
+    // The first block not counted yet (`None`: none counted).
+    let mut next: Option<usize> = None;
+    for (b0, b1) in sorted {
+        let from = next.map_or(b0, |n| b0.max(n));
+        if b1 >= from {
+            total += b1 - from + 1;
+            next = Some(b1 + 1);
+        }
+    }
+    total
 }
 
 /// The memory an allocator keeps its state in, provided by the caller (the kernel from
@@ -1956,6 +2000,81 @@ mod tests {
         assert_eq!(layout.span_limit(), 5 * GIB);
         assert_eq!(layout.level_len(), [1, 8, 40, 320, 2560]);
         assert_eq!(layout.chunk_map_entries(), 160);
+    }
+
+    /// Many overlapping regions over the whole address space: each block is counted
+    /// once, on both paths (sorted on the stack, and selection beyond 128 regions), and
+    /// fast (the old count looked at every block of every region).
+    #[test]
+    fn layout_of_many_overlapping_regions() {
+        use crate::consts::PHYS_ADDR_BITS;
+        let top = 1u64 << PHYS_ADDR_BITS;
+        let block_bytes = PALLOC_CHUNK_BYTES * PALLOC_CHUNKS_L2_ENTRIES as u64;
+        let reference = |regions: &[AddrRange]| {
+            let mut seen = vec![false; (top / block_bytes) as usize];
+            for r in regions.iter().filter(|r| r.size() != 0) {
+                let (b0, b1) = l2_blocks_of(r);
+                seen[b0..=b1].fill(true);
+            }
+            seen.iter().filter(|&&s| s).count()
+        };
+        // The case: 32 regions over the 48-bit space, all overlapping.
+        let nested: Vec<AddrRange> = (0..32u64)
+            .map(|i| AddrRange::new(i * GIB, top - i * 3 * GIB))
+            .collect();
+        let layout = MetadataLayout::for_regions(&nested).unwrap();
+        assert_eq!(
+            layout.chunk_entries() / PALLOC_CHUNKS_L2_ENTRIES,
+            reference(&nested)
+        );
+        assert_eq!(layout.chunk_map_entries(), (top / block_bytes) as usize);
+
+        let mut r = crate::testutil::Rng(0x5eed_1234_abcd_ef01);
+        for n in [1, 7, 128, 129, 600] {
+            let regions: Vec<AddrRange> = (0..n)
+                .map(|_| {
+                    let base = r.below(top >> 12) << 12;
+                    let len = match r.below(3) {
+                        0 => r.below(64 * MIB),
+                        1 => r.below(64 * GIB),
+                        _ => r.below(top - base),
+                    } & !(PAGE_SIZE - 1);
+                    AddrRange::new(base, (base + len).min(top))
+                })
+                .collect();
+            let layout = MetadataLayout::for_regions(&regions).unwrap();
+            assert_eq!(
+                layout.chunk_entries() / PALLOC_CHUNKS_L2_ENTRIES,
+                reference(&regions),
+                "{n} regions"
+            );
+        }
+        assert_eq!(
+            MetadataLayout::for_regions(&[AddrRange::new(5, 5)]).unwrap(),
+            MetadataLayout::new(5, 0).unwrap()
+        );
+    }
+
+    /// The summaries and the chunk map cover the span from address 0 (Go's design): a
+    /// little memory at the top of the address space costs as much of them as all the
+    /// memory below it would; the bitmaps and handed-out bits stay sparse.
+    #[test]
+    fn metadata_near_the_top_of_the_address_space() {
+        use crate::consts::PHYS_ADDR_BITS;
+        let top = 1u64 << PHYS_ADDR_BITS;
+        let low = MetadataLayout::for_regions(&[AddrRange::new(0, 64 * MIB)]).unwrap();
+        let high = MetadataLayout::for_regions(&[AddrRange::new(top - 64 * MIB, top)]).unwrap();
+        assert_eq!(high.chunk_entries(), low.chunk_entries());
+        assert_eq!(high.handed_out_words(), low.handed_out_words());
+        let dense = high.summary_entries() * size_of::<PallocSum>()
+            + high.chunk_map_entries() * size_of::<AtomicU32>();
+        // About 4.7 KiB of summaries and chunk map per GiB of span: 1.26 GB for 256 TiB.
+        let per_gib = dense as u64 / (top / GIB);
+        assert!(
+            (4700..4900).contains(&per_gib),
+            "{per_gib} bytes per GiB of span"
+        );
+        assert!(high.total_bytes() > 1000 * low.total_bytes());
     }
 
     #[test]
