@@ -757,8 +757,8 @@ impl Peer for Ours<'_> {
 /// runs out.
 struct OursCached<'m> {
     pa: PageAlloc<'m>,
-    cache: PageCache,
-    batch: FreeBatch,
+    cache: PageCache<'m>,
+    batch: FreeBatch<'m>,
 }
 
 impl Peer for OursCached<'_> {
@@ -771,7 +771,9 @@ impl Peer for OursCached<'_> {
             if self.batch.is_empty() {
                 return None;
             }
-            self.batch.flush(&mut self.pa);
+            self.batch
+                .flush(&mut self.pa)
+                .expect("flush of the bench's own batch");
             return self.pa.alloc(npages).ok().map(|a| a.base);
         }
         if let Some(addr) = self.batch.alloc() {
@@ -792,19 +794,28 @@ impl Peer for OursCached<'_> {
         if self.batch.is_empty() {
             return None;
         }
-        self.batch.flush(&mut self.pa);
+        self.batch
+            .flush(&mut self.pa)
+            .expect("flush of the bench's own batch");
         self.pa.alloc_constrained(npages, c).ok().map(|a| a.base)
     }
 
     fn free(&mut self, addr: u64, npages: usize) -> bool {
         if npages == 1 {
-            return self.batch.free(&mut self.pa, addr).is_ok();
+            if self.batch.is_full() {
+                self.batch
+                    .return_half(&mut self.pa)
+                    .expect("return of the bench's own batch");
+            }
+            return self.batch.free(self.pa.handed_out(), addr).is_ok();
         }
         self.pa.free(addr, npages).is_ok()
     }
 
     fn flush(&mut self) {
-        self.batch.flush(&mut self.pa);
+        self.batch
+            .flush(&mut self.pa)
+            .expect("flush of the bench's own batch");
         self.cache
             .flush(&mut self.pa)
             .expect("flush of the bench's own cache");

@@ -61,6 +61,16 @@ pub enum InvariantError {
         /// The allocator's count.
         recorded: usize,
     },
+    /// A page is marked handed out but is free in the tree.
+    HandedOutFree {
+        /// The page's address.
+        page: u64,
+    },
+    /// A page is marked handed out but was never grown.
+    HandedOutNotGrown {
+        /// The page's address.
+        page: u64,
+    },
     /// The grown ranges are malformed.
     Ranges {
         /// What is wrong.
@@ -101,6 +111,12 @@ impl fmt::Display for InvariantError {
             InvariantError::FreeCount { counted, recorded } => {
                 write!(f, "{counted} pages are free, the count says {recorded}")
             }
+            InvariantError::HandedOutFree { page } => {
+                write!(f, "page {page:#x} is marked handed out but is free")
+            }
+            InvariantError::HandedOutNotGrown { page } => {
+                write!(f, "page {page:#x} is marked handed out but was never grown")
+            }
             InvariantError::Ranges { reason } => write!(f, "grown ranges: {reason}"),
         }
     }
@@ -118,7 +134,8 @@ pub(crate) fn check_invariants(pa: &PageAlloc<'_>) -> Result<(), InvariantError>
     let search_chunk = ChunkIdx::of(search_addr);
     let mut counted = 0;
 
-    for (ci, &found) in pa.summary_level(leaf).iter().enumerate() {
+    let handed_out = pa.handed_out();
+    for (ci, &found) in pa.leaf_summaries().iter().enumerate() {
         let chunk = ChunkIdx(ci);
         let Some(data) = pa.chunk_data(chunk) else {
             if found != PallocSum::EMPTY {
@@ -149,6 +166,19 @@ pub(crate) fn check_invariants(pa: &PageAlloc<'_>) -> Result<(), InvariantError>
             .zip(grown.words())
             .enumerate()
         {
+            let h = handed_out.chunk_word(chunk, w).unwrap_or(0);
+            if h & !a != 0 {
+                let page = w * 64 + (h & !a).trailing_zeros() as usize;
+                return Err(InvariantError::HandedOutFree {
+                    page: page_addr(chunk, page),
+                });
+            }
+            if h & !g != 0 {
+                let page = w * 64 + (h & !g).trailing_zeros() as usize;
+                return Err(InvariantError::HandedOutNotGrown {
+                    page: page_addr(chunk, page),
+                });
+            }
             if a & z != 0 {
                 let page = w * 64 + (a & z).trailing_zeros() as usize;
                 return Err(InvariantError::ZeroedNotFree { chunk, page });
@@ -183,8 +213,8 @@ pub(crate) fn check_invariants(pa: &PageAlloc<'_>) -> Result<(), InvariantError>
     }
 
     for l in (0..leaf).rev() {
-        let children = pa.summary_level(l + 1);
-        for (i, &found) in pa.summary_level(l).iter().enumerate() {
+        let children = pa.summary_level(l + 1).unwrap_or(&[]);
+        for (i, &found) in pa.summary_level(l).unwrap_or(&[]).iter().enumerate() {
             let lo = i << LEVEL_BITS[l + 1];
             let hi = (i + 1) << LEVEL_BITS[l + 1];
             // Padding entries past the last block of children summarise nothing.

@@ -13,6 +13,7 @@ mod check;
 pub mod consts;
 #[doc = include_str!("../GUIDE.md")]
 pub mod guide {}
+mod handedout;
 #[cfg(any(test, feature = "testutil"))]
 pub mod model;
 pub mod pagealloc;
@@ -25,6 +26,7 @@ pub mod testutil;
 
 #[cfg(any(test, feature = "check"))]
 pub use check::InvariantError;
+pub use handedout::HandedOut;
 pub use pagealloc::{
     AllocError, Allocation, ChunkIdx, Constraints, Contents, FreeRuns, GrowError, LayoutError,
     MAX_NPAGES, MAX_SEARCH_ADDR, Metadata, MetadataLayout, PageAlloc, RangeOpError,

@@ -23,7 +23,7 @@ use crate::pagealloc::{
     AllocError, Allocation, ChunkIdx, Constraints, Contents, GrowError, MAX_NPAGES, MetadataLayout,
     PageAlloc, RangeOpError,
 };
-use crate::pagecache::PageCache;
+use crate::pagecache::{FreeBatch, PageCache};
 use crate::ranges::{AddrRange, MAX_ADDR_RANGES};
 use crate::testutil::HeapMetadata;
 
@@ -229,8 +229,10 @@ pub enum PageState {
         /// The page is known to hold zeros.
         zeroed: bool,
     },
-    /// Grown and allocated (to a caller or to a page cache).
-    Allocated,
+    /// Grown, allocated and handed out to a caller.
+    HandedOut,
+    /// Grown, allocated and held by a page cache or a free batch.
+    Held,
 }
 
 /// The model's page cache: the same three words as [`PageCache`].
@@ -290,6 +292,9 @@ pub struct FlatModel {
     grown: Vec<u64>,
     free: FirstFitBitmap,
     zeroed: Vec<u64>,
+    /// Allocated pages held by a cache or batch (the rest of the allocated are handed
+    /// out).
+    held: Vec<u64>,
 }
 
 impl FlatModel {
@@ -306,6 +311,7 @@ impl FlatModel {
             grown: vec![0; words],
             free: FirstFitBitmap::new(span_limit),
             zeroed: vec![0; words],
+            held: vec![0; words],
         }
     }
 
@@ -326,8 +332,10 @@ impl FlatModel {
             PageState::Free {
                 zeroed: get_bit(&self.zeroed, page_idx(addr)),
             }
+        } else if get_bit(&self.held, page_idx(addr)) {
+            PageState::Held
         } else {
-            PageState::Allocated
+            PageState::HandedOut
         }
     }
 
@@ -564,12 +572,100 @@ impl FlatModel {
     }
 
     /// What [`FlatModel::free`] would return, without changing anything.
+    ///
+    /// The first page that is not handed out decides: free is
+    /// [`RangeOpError::NotAllocated`], held is [`RangeOpError::Held`].
     pub fn check_free(&self, base: u64, npages: usize) -> Result<(), RangeOpError> {
         self.check_range(base, npages)?;
-        match self.first_page(base, npages, true) {
-            Some(page) => Err(RangeOpError::NotAllocated { base, npages, page }),
+        let first = (0..npages)
+            .map(|k| base + page_addr(k))
+            .find(|&p| self.state(p) != PageState::HandedOut);
+        match first.map(|p| (p, self.state(p))) {
+            Some((page, PageState::Held)) => Err(RangeOpError::Held { base, npages, page }),
+            Some((page, _)) => Err(RangeOpError::NotAllocated { base, npages, page }),
             None => Ok(()),
         }
+    }
+
+    /// What [`crate::FreeBatch::free`] of `addr` into a batch that is not full and of
+    /// the same allocator would return.
+    pub fn check_batch_free(&self, addr: u64) -> Result<(), RangeOpError> {
+        if !addr.is_multiple_of(PAGE_SIZE) {
+            return Err(RangeOpError::Unaligned { base: addr });
+        }
+        if !self.has_bitmap(ChunkIdx::of(addr)) {
+            return Err(RangeOpError::NotGrown {
+                base: addr,
+                npages: 1,
+                page: addr,
+            });
+        }
+        if self.state(addr) != PageState::HandedOut {
+            return Err(RangeOpError::NotHandedOut { page: addr });
+        }
+        Ok(())
+    }
+
+    /// A handed-out page goes to a free batch (is held).
+    pub fn batch_free(&mut self, addr: u64) -> Result<(), RangeOpError> {
+        self.check_batch_free(addr)?;
+        put_bits(&mut self.held, page_idx(addr), 1, true);
+        Ok(())
+    }
+
+    /// Held pages are handed out (from a cache or batch).
+    ///
+    /// # Panics
+    /// If a page is not held.
+    pub fn hand_out(&mut self, base: u64, npages: usize) {
+        for k in 0..npages {
+            let p = base + page_addr(k);
+            assert_eq!(self.state(p), PageState::Held, "model: hand out {p:#x}");
+        }
+        put_bits(&mut self.held, page_idx(base), npages, false);
+    }
+
+    /// What returning these held single pages of a batch would say: the first page
+    /// that is not grown, else the first that is free, else the first handed out.
+    pub fn check_return(&self, pages: &[u64]) -> Result<(), RangeOpError> {
+        let (base, npages) = (pages.first().copied().unwrap_or(0), pages.len());
+        for &page in pages {
+            match self.state(page) {
+                PageState::NotGrown => return Err(RangeOpError::NotGrown { base, npages, page }),
+                PageState::Free { .. } => {
+                    return Err(RangeOpError::NotAllocated { base, npages, page });
+                }
+                PageState::HandedOut => return Err(RangeOpError::NotHeld { base, npages, page }),
+                PageState::Held => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees held single pages returned by a batch.
+    pub fn return_pages(&mut self, pages: &[u64]) -> Result<(), RangeOpError> {
+        self.check_return(pages)?;
+        for &p in pages {
+            put_bits(&mut self.held, page_idx(p), 1, false);
+            self.free.free(p, 1);
+        }
+        Ok(())
+    }
+
+    /// Pages held by caches and batches.
+    pub fn held_pages(&self) -> usize {
+        self.held.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// The handed-out bits [`PageAlloc`] should hold for chunk `ci`.
+    pub fn handed_out_words(&self, ci: ChunkIdx) -> [u64; CHUNK_WORDS] {
+        let w0 = ci.0 * CHUNK_WORDS;
+        core::array::from_fn(|k| {
+            let alloc = !self.free.free.get(w0 + k).copied().unwrap_or(!0);
+            let grown = self.grown.get(w0 + k).copied().unwrap_or(0);
+            let held = self.held.get(w0 + k).copied().unwrap_or(0);
+            alloc & grown & !held
+        })
     }
 
     /// Frees a grown, allocated range; freed pages are not known to be zero. Same
@@ -611,6 +707,7 @@ impl FlatModel {
                 cache |= 1 << i;
                 scav |= u64::from(zeroed) << i;
                 self.take(page, 1);
+                put_bits(&mut self.held, page_idx(page), 1, true);
             }
         }
         ModelCache { base, cache, scav }
@@ -644,6 +741,12 @@ impl FlatModel {
         {
             return Err(RangeOpError::NotAllocated { base, npages, page });
         }
+        if let Some(page) = cached
+            .clone()
+            .find(|&p| self.state(p) == PageState::HandedOut)
+        {
+            return Err(RangeOpError::NotHeld { base, npages, page });
+        }
         Ok(())
     }
 
@@ -654,6 +757,7 @@ impl FlatModel {
         for i in 0..PAGE_CACHE_PAGES {
             if c.cache >> i & 1 != 0 {
                 let page = base_page(c.base, i);
+                put_bits(&mut self.held, page_idx(page), 1, false);
                 self.free.free(page, 1);
                 put_bits(&mut self.zeroed, page_idx(page), 1, c.scav >> i & 1 != 0);
             }
@@ -695,6 +799,11 @@ impl FlatModel {
             let want = self.chunk_words(ci);
             if got != want {
                 out += &format!("{ci}: model (alloc, zeroed) {want:x?}, allocator {got:x?}\n");
+            }
+            let got = crate::testutil::handed_out_words(pa, ci);
+            let want = self.handed_out_words(ci);
+            if got != want {
+                out += &format!("{ci}: model handed-out bits {want:x?}, allocator {got:x?}\n");
             }
         }
         let runs: Vec<(u64, usize)> = pa.free_runs().collect();
@@ -871,6 +980,58 @@ pub enum Op {
         /// Zeroed bits (masked by `cache`).
         scav: u64,
     },
+    /// [`FreeBatch::free`] into CPU `cpu`'s batch of one page of live allocation `index`
+    /// (`skip` pages in). A full batch must refuse it first; then half is returned.
+    BatchFree {
+        /// CPU (modulo [`CPUS`]).
+        cpu: usize,
+        /// Live allocation (modulo their number).
+        index: usize,
+        /// Pages into it (modulo its length).
+        skip: usize,
+    },
+    /// [`FreeBatch::alloc`] from CPU `cpu`'s batch.
+    BatchAlloc {
+        /// CPU (modulo [`CPUS`]).
+        cpu: usize,
+    },
+    /// [`FreeBatch::return_half`] (`half`) or [`FreeBatch::flush`] of CPU `cpu`'s batch.
+    BatchFlush {
+        /// CPU (modulo [`CPUS`]).
+        cpu: usize,
+        /// Return only the older half.
+        half: bool,
+    },
+    /// [`FreeBatch::free`] of a page that is not handed out: held by a cache or batch
+    /// (`kind` 0), freed before (1), anywhere (2), or unaligned (3); skipped when the
+    /// model says it would succeed.
+    BadBatchFree {
+        /// CPU (modulo [`CPUS`]).
+        cpu: usize,
+        /// Which page (modulo 4).
+        kind: u8,
+        /// Selects among the candidates.
+        index: usize,
+        /// Address or offset.
+        delta: u64,
+    },
+    /// [`PageAlloc::free`] (`how` 0), [`PageAlloc::free_zeroed`] (1) or
+    /// [`PageAlloc::alloc_range`] (2) of `npages` from a page a cache or batch holds:
+    /// refused.
+    HeldFree {
+        /// Held page (modulo their number).
+        index: usize,
+        /// Pages.
+        npages: usize,
+        /// Which entry point (modulo 3).
+        how: u8,
+    },
+    /// CPU `cpu`'s cache and batch flushed into another allocator, and a page of that
+    /// allocator freed into the batch: refused while they hold pages.
+    ForeignFlush {
+        /// CPU (modulo [`CPUS`]).
+        cpu: usize,
+    },
 }
 
 /// How a [`run_ops_with`] run is set up.
@@ -930,6 +1091,16 @@ pub struct RunStats {
     pub flushes: usize,
     /// Refused flushes.
     pub flush_errors: usize,
+    /// Pages freed into batches.
+    pub batch_frees: usize,
+    /// Pages allocated from batches.
+    pub batch_allocs: usize,
+    /// Refused frees into batches (not counting full batches).
+    pub batch_free_errors: usize,
+    /// Frees refused because a cache or batch holds the page.
+    pub held_refusals: usize,
+    /// Refused flushes into another allocator.
+    pub foreign_refusals: usize,
     /// Pages known to be zero that allocations reported.
     pub zeroed_pages: usize,
 }
@@ -955,22 +1126,37 @@ pub fn run_ops_with(config: RunConfig, ops: &[Op]) -> Result<RunStats, String> {
         .unwrap_or_else(|e| panic!("model run: {e}"));
     let mut md = HeapMetadata::new(&layout);
     let pa = PageAlloc::new(layout, md.metadata()).map_err(|e| format!("PageAlloc::new: {e}"))?;
+    // Another allocator, for foreign flushes, with one page handed out.
+    let other_layout = MetadataLayout::new(PALLOC_CHUNK_BYTES, 1).expect("one chunk");
+    let mut other_md = HeapMetadata::new(&other_layout);
+    let mut other =
+        PageAlloc::new(other_layout, other_md.metadata()).expect("metadata sized from layout");
+    other
+        .grow(0, PALLOC_CHUNK_BYTES, Contents::Unknown)
+        .expect("one chunk");
+    let other_page = other.alloc(1).expect("a free page").base;
     let mut h = Harness {
         pa,
         model: FlatModel::new(config.span_limit, config.l2_blocks),
+        other,
+        other_page,
         live: Vec::new(),
         freed: Vec::new(),
-        caches: core::array::from_fn(|_| (PageCache::default(), ModelCache::default())),
-        flushed: core::array::from_fn(|_| None),
+        caches: core::array::from_fn(|_| (PageCache::empty(), ModelCache::default())),
+        batches: core::array::from_fn(|_| (FreeBatch::new(), Vec::new())),
+        flushed: [None; CPUS],
         stats: RunStats::default(),
         refused: false,
+        full: config.full_check_every <= 1,
     };
     for (k, op) in ops.iter().enumerate() {
         let at = |e: String| format!("op #{k} {op:?}: {e}");
         h.refused = false;
         h.step(op).map_err(at)?;
-        h.check(k % config.full_check_every.max(1) == 0 || h.refused)
-            .map_err(at)?;
+        let full = k % config.full_check_every.max(1) == 0 || h.refused;
+        if full || h.full {
+            h.check(full).map_err(at)?;
+        }
     }
     h.drain()
         .map_err(|e| format!("draining after {} ops: {e}", ops.len()))?;
@@ -981,16 +1167,23 @@ pub fn run_ops_with(config: RunConfig, ops: &[Op]) -> Result<RunStats, String> {
 struct Harness<'m> {
     pa: PageAlloc<'m>,
     model: FlatModel,
+    /// Another allocator, for foreign flushes, and a page it handed out.
+    other: PageAlloc<'m>,
+    other_page: u64,
     /// Allocations the caller holds, `(base, npages)`.
     live: Vec<(u64, usize)>,
     /// Recently freed ranges, for double frees.
     freed: Vec<(u64, usize)>,
-    caches: [(PageCache, ModelCache); CPUS],
-    /// Copies of each CPU's last flushed cache.
-    flushed: [Option<(PageCache, ModelCache)>; CPUS],
+    caches: [(PageCache<'m>, ModelCache); CPUS],
+    /// Each CPU's free batch and the pages the model says it holds, oldest first.
+    batches: [(FreeBatch<'m>, Vec<u64>); CPUS],
+    /// Each CPU's last flushed cache.
+    flushed: [Option<ModelCache>; CPUS],
     stats: RunStats,
     /// The current op was a refusal: compare everything afterwards.
     refused: bool,
+    /// Check counts and invariants after every op, not only at full checks.
+    full: bool,
 }
 
 /// `Ok(got)` if both sides agree.
@@ -1005,7 +1198,7 @@ fn same<T: PartialEq + Debug>(what: &str, got: T, want: T) -> Result<T, String> 
 /// Keeps the list of freed ranges short.
 const FREED_MEMORY: usize = 32;
 
-impl Harness<'_> {
+impl<'m> Harness<'m> {
     fn step(&mut self, op: &Op) -> Result<(), String> {
         self.stats.applied += 1;
         match *op {
@@ -1133,6 +1326,7 @@ impl Harness<'_> {
                 let r = same("cache alloc", pc.alloc(npages), mc.alloc(npages))?;
                 same("cache after alloc", ModelCache::of(pc), *mc)?;
                 if let Some((addr, zeroed)) = r {
+                    self.model.hand_out(addr, npages);
                     self.live.push((addr, npages));
                     self.stats.cache_allocs += 1;
                     self.stats.zeroed_pages += zeroed;
@@ -1140,9 +1334,10 @@ impl Harness<'_> {
                 Ok(())
             }
             Op::CacheFlush { cpu } => self.flush(cpu % CPUS),
-            // A clone stands for a stale copy a buggy caller kept.
-            Op::StaleFlush { cpu } => match self.flushed[cpu % CPUS].clone() {
-                Some((pc, mc)) => self.bad_flush(pc, mc),
+            // A stale copy a buggy caller kept (a `PageCache` cannot be cloned: only the
+            // test support can make one).
+            Op::StaleFlush { cpu } => match self.flushed[cpu % CPUS] {
+                Some(mc) => self.bad_flush(mc),
                 None => self.skip(),
             },
             Op::ForgedFlush {
@@ -1157,9 +1352,269 @@ impl Harness<'_> {
                     cache,
                     scav: scav & cache,
                 };
-                self.bad_flush(PageCache::new(mc.base, mc.cache, mc.scav), mc)
+                self.bad_flush(mc)
             }
+            Op::BatchFree { cpu, index, skip } => {
+                if self.live.is_empty() {
+                    return self.skip();
+                }
+                let i = index % self.live.len();
+                let (base, n) = self.live.swap_remove(i);
+                let s = skip % n;
+                if s > 0 {
+                    self.live.push((base, s));
+                }
+                if s + 1 < n {
+                    self.live.push((base + page_addr(s + 1), n - s - 1));
+                }
+                self.batch_free(cpu % CPUS, base + page_addr(s))
+            }
+            Op::BatchAlloc { cpu } => {
+                let (batch, held) = &mut self.batches[cpu % CPUS];
+                let got = batch.alloc();
+                same("batch alloc", got, held.pop())?;
+                if let Some(addr) = got {
+                    self.model.hand_out(addr, 1);
+                    self.live.push((addr, 1));
+                    self.stats.batch_allocs += 1;
+                }
+                Ok(())
+            }
+            Op::BatchFlush { cpu, half } => {
+                if self.batches[cpu % CPUS].1.is_empty() {
+                    return self.skip();
+                }
+                self.return_batch(cpu % CPUS, half)
+            }
+            Op::BadBatchFree {
+                cpu,
+                kind,
+                index,
+                delta,
+            } => {
+                let cpu = cpu % CPUS;
+                let addr = match kind % 4 {
+                    0 => {
+                        let held = self.held_pages();
+                        if held.is_empty() {
+                            return self.skip();
+                        }
+                        held[index % held.len()]
+                    }
+                    1 => {
+                        if self.freed.is_empty() {
+                            return self.skip();
+                        }
+                        self.freed[index % self.freed.len()].0
+                    }
+                    2 => {
+                        let span_pages = page_idx(self.model.span_limit()) as u64
+                            + 2 * PALLOC_CHUNK_PAGES as u64;
+                        page_addr((delta % span_pages) as usize)
+                    }
+                    _ => {
+                        if self.live.is_empty() {
+                            return self.skip();
+                        }
+                        self.live[index % self.live.len()].0 + 1 + delta % (PAGE_SIZE - 1)
+                    }
+                };
+                let Err(want) = self.model.check_batch_free(addr) else {
+                    return self.skip();
+                };
+                let (batch, held) = &mut self.batches[cpu];
+                let want = if want.is_unaligned() || !batch.is_full() {
+                    want
+                } else {
+                    RangeOpError::BatchFull { page: addr }
+                };
+                same(
+                    "refused batch free",
+                    batch.free(self.pa.handed_out(), addr),
+                    Err(want),
+                )
+                .map(drop)?;
+                same(
+                    "batch after refused free",
+                    batch.pages().collect(),
+                    held.clone(),
+                )?;
+                self.stats.batch_free_errors += 1;
+                self.refused = true;
+                Ok(())
+            }
+            Op::HeldFree { index, npages, how } => {
+                let held = self.held_pages();
+                if held.is_empty() {
+                    return self.skip();
+                }
+                let base = held[index % held.len()];
+                let npages = npages.max(1);
+                match how % 3 {
+                    0 | 1 => {
+                        let want = self.model.check_free(base, npages);
+                        let got = if how % 3 == 0 {
+                            self.pa.free(base, npages)
+                        } else {
+                            self.pa.free_zeroed(base, npages)
+                        };
+                        let Err(want) = want else {
+                            return Err(format!("the model accepts a free of held page {base:#x}"));
+                        };
+                        same("free of a held page", got, Err(want)).map(drop)?;
+                        same("check_free", self.pa.check_free(base, npages), Err(want))
+                            .map(drop)?;
+                    }
+                    _ => {
+                        let want = self.model.check_alloc_range(base, npages);
+                        same(
+                            "alloc_range of a held page",
+                            self.pa.alloc_range(base, npages).map(drop),
+                            want,
+                        )
+                        .map(drop)?;
+                        if want.is_ok() {
+                            return Err(format!("the model accepts alloc_range of {base:#x}"));
+                        }
+                    }
+                }
+                self.stats.held_refusals += 1;
+                self.refused = true;
+                Ok(())
+            }
+            Op::ForeignFlush { cpu } => self.foreign_flush(cpu % CPUS),
         }
+    }
+
+    /// Pages held by caches and batches, in a fixed order.
+    fn held_pages(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        for (_, mc) in &self.caches {
+            out.extend(
+                (0..PAGE_CACHE_PAGES)
+                    .filter(|&i| mc.cache >> i & 1 != 0)
+                    .map(|i| mc.base + page_addr(i)),
+            );
+        }
+        for (_, held) in &self.batches {
+            out.extend(held.iter().copied());
+        }
+        out
+    }
+
+    /// A valid free of a live page into CPU `cpu`'s batch.
+    fn batch_free(&mut self, cpu: usize, addr: u64) -> Result<(), String> {
+        if self.batches[cpu].0.is_full() {
+            let (batch, _) = &mut self.batches[cpu];
+            same(
+                "free into a full batch",
+                batch.free(self.pa.handed_out(), addr),
+                Err(RangeOpError::BatchFull { page: addr }),
+            )
+            .map(drop)?;
+            self.return_batch(cpu, true)?;
+        }
+        same(
+            "batch free",
+            self.batches[cpu].0.free(self.pa.handed_out(), addr),
+            self.model.batch_free(addr),
+        )?
+        .map_err(|e| format!("free of a live page into a batch refused: {e}"))?;
+        self.batches[cpu].1.push(addr);
+        self.stats.batch_frees += 1;
+        if self.freed.len() == FREED_MEMORY {
+            self.freed.remove(0);
+        }
+        self.freed.push((addr, 1));
+        Ok(())
+    }
+
+    /// Returns the older half or all of CPU `cpu`'s batch.
+    fn return_batch(&mut self, cpu: usize, half: bool) -> Result<(), String> {
+        let (batch, held) = &mut self.batches[cpu];
+        let n = if half {
+            held.len().div_ceil(2)
+        } else {
+            held.len()
+        };
+        let got = if half {
+            batch.return_half(&mut self.pa)
+        } else {
+            batch.flush(&mut self.pa)
+        };
+        let want = self.model.return_pages(&held[..n]).map(|()| n);
+        same("batch return", got, want)?.map_err(|e| format!("return of a batch refused: {e}"))?;
+        held.drain(..n);
+        same("batch after return", batch.pages().collect(), held.clone())?;
+        self.stats.flushes += 1;
+        Ok(())
+    }
+
+    /// Flushes of CPU `cpu`'s cache and batch into the other allocator.
+    fn foreign_flush(&mut self, cpu: usize) -> Result<(), String> {
+        let (mine, theirs) = (self.pa.handed_out().id(), self.other.handed_out().id());
+        let other_free = self.other.free_pages();
+        let (pc, mc) = &mut self.caches[cpu];
+        let (batch, held) = &mut self.batches[cpu];
+        if mc.is_empty() && held.is_empty() {
+            return self.skip();
+        }
+        if !mc.is_empty() {
+            let page = mc.base + page_addr(mc.cache.trailing_zeros() as usize);
+            let want = RangeOpError::ForeignAllocator {
+                page,
+                owner: mine,
+                other: theirs,
+            };
+            same("foreign cache flush", pc.flush(&mut self.other), Err(want)).map(drop)?;
+            same("cache after foreign flush", ModelCache::of(pc), *mc)?;
+        }
+        if let Some(&page) = held.first() {
+            let want = RangeOpError::ForeignAllocator {
+                page,
+                owner: mine,
+                other: theirs,
+            };
+            same(
+                "foreign batch flush",
+                batch.flush(&mut self.other),
+                Err(want),
+            )
+            .map(drop)?;
+            same(
+                "foreign batch return",
+                batch.return_half(&mut self.other),
+                Err(want),
+            )
+            .map(drop)?;
+            let page = self.other_page;
+            same(
+                "foreign page into a batch",
+                batch.free(self.other.handed_out(), page),
+                Err(RangeOpError::ForeignAllocator {
+                    page,
+                    owner: mine,
+                    other: theirs,
+                }),
+            )
+            .map(drop)?;
+            same(
+                "batch after foreign flush",
+                batch.pages().collect(),
+                held.clone(),
+            )?;
+        }
+        same(
+            "other allocator's free pages",
+            self.other.free_pages(),
+            other_free,
+        )?;
+        self.other
+            .check_invariants()
+            .map_err(|e| format!("other allocator: {e}"))?;
+        self.stats.foreign_refusals += 1;
+        self.refused = true;
+        Ok(())
     }
 
     fn skip(&mut self) -> Result<(), String> {
@@ -1294,7 +1749,7 @@ impl Harness<'_> {
             same("flush of an empty cache", pc.flush(&mut self.pa), Ok(())).map(drop)?;
             return self.skip();
         }
-        let copy = (pc.clone(), *mc);
+        let copy = *mc;
         same("flush", pc.flush(&mut self.pa), self.model.flush(mc))?
             .map_err(|e| format!("flush of a live cache refused: {e}"))?;
         same(
@@ -1308,10 +1763,12 @@ impl Harness<'_> {
     }
 
     /// Like [`Harness::bad_free`], for a flush.
-    fn bad_flush(&mut self, mut pc: PageCache, mut mc: ModelCache) -> Result<(), String> {
+    fn bad_flush(&mut self, mut mc: ModelCache) -> Result<(), String> {
         let Err(want) = self.model.check_flush(&mc) else {
             return self.skip();
         };
+        let mut pc = PageCache::from_parts(Some(self.pa.handed_out()), mc.base, mc.cache, mc.scav)
+            .map_err(|e| format!("forged cache {mc:?}: {e}"))?;
         same("refused flush", pc.flush(&mut self.pa), Err(want)).map(drop)?;
         same("model flush", self.model.flush(&mut mc), Err(want)).map(drop)?;
         same("cache after refused flush", ModelCache::of(&pc), mc)?;
@@ -1330,8 +1787,11 @@ impl Harness<'_> {
             self.pa.total_pages(),
             self.model.total_pages(),
         )?;
-        if full && let Some(d) = self.model.diff(&self.pa) {
-            return Err(format!("state differs:\n{d}"));
+        if full {
+            same("held pages", self.pa.held_pages(), self.model.held_pages())?;
+            if let Some(d) = self.model.diff(&self.pa) {
+                return Err(format!("state differs:\n{d}"));
+            }
         }
         Ok(())
     }
@@ -1341,6 +1801,9 @@ impl Harness<'_> {
         for cpu in 0..CPUS {
             if !self.caches[cpu].1.is_empty() {
                 self.flush(cpu)?;
+            }
+            if !self.batches[cpu].1.is_empty() {
+                self.return_batch(cpu, false)?;
             }
         }
         while let Some((base, npages)) = self.live.pop() {
@@ -1454,7 +1917,7 @@ pub fn decode_ops(data: &[u8]) -> (RunConfig, Vec<Op>) {
     }
     let span_addr = |b: &mut Bytes<'_>| b.addr(span_pages);
     while !b.0.is_empty() {
-        let op = match b.u8() % 20 {
+        let op = match b.u8() % 28 {
             0 => Op::Grow {
                 base_page: u64::from(b.u32()) % (span_pages + 4),
                 npages: 1 + u64::from(b.u16()) % 2048,
@@ -1543,6 +2006,35 @@ pub fn decode_ops(data: &[u8]) -> (RunConfig, Vec<Op>) {
                 cpu: usize::from(b.u8()),
             },
             18 => Op::StaleFlush {
+                cpu: usize::from(b.u8()),
+            },
+            20..=22 => Op::BatchFree {
+                cpu: usize::from(b.u8()),
+                index: usize::from(b.u8()),
+                skip: usize::from(b.u16()),
+            },
+            23 => Op::BatchAlloc {
+                cpu: usize::from(b.u8()),
+            },
+            24 => {
+                let x = b.u8();
+                Op::BatchFlush {
+                    cpu: usize::from(x >> 1),
+                    half: x & 1 == 1,
+                }
+            }
+            25 => Op::BadBatchFree {
+                cpu: usize::from(b.u8()),
+                kind: b.u8(),
+                index: usize::from(b.u8()),
+                delta: b.u64(),
+            },
+            26 => Op::HeldFree {
+                index: usize::from(b.u8()),
+                npages: 1 + usize::from(b.u8() % 80),
+                how: b.u8(),
+            },
+            27 => Op::ForeignFlush {
                 cpu: usize::from(b.u8()),
             },
             _ => Op::ForgedFlush {
@@ -1689,8 +2181,18 @@ mod tests {
             npages: 64,
             page,
         };
-        // Pages 2 and 8 are grown and allocated; pages 0, 1 and 5 were never grown.
-        assert_eq!(flush(&m, 0, 1 << 2 | 1 << 8), Ok(()));
+        // Pages 2 and 8 are grown and allocated, 2 held (the model was not told that
+        // the cache handed it out) and 8 handed out; pages 0, 1 and 5 were never grown.
+        assert_eq!(m.state(0x2000), PageState::Held);
+        assert_eq!(flush(&m, 0, 1 << 2), Ok(()));
+        assert_eq!(
+            flush(&m, 0, 1 << 2 | 1 << 8),
+            Err(RangeOpError::NotHeld {
+                base: 0,
+                npages: 64,
+                page: 0x8000
+            })
+        );
         assert_eq!(flush(&m, 0, 1), Err(not_grown(0, 0)));
         assert_eq!(
             flush(&m, 0, 1 << 2 | 1 << 5 | 1 << 8),

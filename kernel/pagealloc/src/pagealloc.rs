@@ -12,8 +12,21 @@
 //! of each level below the allocator's *span* (the highest address it will ever manage)
 //! exists; Go instead reserves every level for the whole address space and maps pages
 //! of it on demand, which a kernel without a virtual-memory system underneath cannot do.
+//!
+//! # Cost of the metadata
+//! As in Go, the summary levels and the chunk map are indexed by address from 0, so
+//! they cover the whole span `[0, span_limit)` whether memory exists there or not: about
+//! 4.7 KiB per GiB of span (8-byte leaves per 2 MiB chunk, the levels above, and 4 bytes
+//! of chunk map per 32 MiB). Memory near the top of the address space therefore costs
+//! as much of them as if everything below it existed: 64 MiB just below 256 TiB (the
+//! 48-bit limit) needs about 1.26 GB of summaries. The chunk bitmaps (128 bytes per
+//! chunk) and the handed-out bits (64 bytes per chunk) are sparse: they exist only for
+//! the 32 MiB blocks that some grown region touches. Sizing the dense part from the
+//! lowest grown address instead would need an offset in every index; physical memory
+//! maps of real machines start near 0, so this port keeps Go's layout.
 
 use core::fmt;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::consts::{
     LEVEL_BITS, LEVEL_LOG_PAGES, LEVEL_SHIFT, LOG_PALLOC_CHUNK_BYTES, MAX_CHUNKS, PAGE_SHIFT,
@@ -21,6 +34,7 @@ use crate::consts::{
     PALLOC_CHUNKS_L2_ENTRIES, PHYS_ADDR_BITS, SUMMARY_BLOCK_ENTRIES, SUMMARY_LEVEL_BITS,
     SUMMARY_LEVELS,
 };
+use crate::handedout::{HandedOut, NO_BLOCK, WORDS_PER_CHUNK};
 use crate::pallocbits::PallocData;
 use crate::ranges::{AddrRange, AddrRanges, RangeError};
 use crate::summary::{FREE_CHUNK_SUM, PallocSum, merge_summaries};
@@ -34,9 +48,6 @@ pub const MAX_NPAGES: usize = MAX_CHUNKS * PALLOC_CHUNK_PAGES;
 
 /// The leaf level.
 const LEAF: usize = SUMMARY_LEVELS - 1;
-
-/// Marks an L2 block of the chunk map that has no bitmaps yet.
-const NO_BLOCK: u32 = u32::MAX;
 
 /// The index of a 2 MiB chunk of physical memory. Go: `chunkIdx`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
@@ -201,29 +212,16 @@ impl MetadataLayout {
     }
 
     /// The layout for exactly these regions: the span ends at the highest region's end,
-    /// and the pool holds a block for every block of chunks a region touches.
+    /// and the pool holds a block for every block of chunks a region touches (each
+    /// counted once, however many regions overlap it).
+    ///
+    /// The regions' blocks are sorted and merged: O(n log n) for up to 128 regions (on
+    /// the stack, as the crate does not allocate); beyond that they are visited in sorted
+    /// order by selection, O(n²) in the number of regions. Neither depends on the
+    /// regions' sizes.
     pub fn for_regions(regions: &[AddrRange]) -> Result<MetadataLayout, LayoutError> {
         let span_limit = regions.iter().map(|r| r.limit).max().unwrap_or(0);
-        let mut blocks = 0;
-        for (n, r) in regions.iter().enumerate() {
-            if r.size() == 0 {
-                continue;
-            }
-            let (b0, b1) = l2_blocks_of(r);
-            // Count each block once even when several regions touch it.
-            for b in b0..=b1 {
-                let seen = regions[..n].iter().any(|q| {
-                    q.size() != 0 && {
-                        let (q0, q1) = l2_blocks_of(q);
-                        q0 <= b && b <= q1
-                    }
-                });
-                if !seen {
-                    blocks += 1;
-                }
-            }
-        }
-        MetadataLayout::new(span_limit, blocks)
+        MetadataLayout::new(span_limit, blocks_touched(regions))
     }
 
     /// One past the highest address the allocator can manage.
@@ -251,17 +249,69 @@ impl MetadataLayout {
         self.l2_blocks * PALLOC_CHUNKS_L2_ENTRIES
     }
 
-    /// Bytes of all three arrays.
+    /// Length of [`Metadata::handed_out`]: eight words of handed-out bits per entry of
+    /// the pool, so they are as sparse as the chunk bitmaps.
+    pub const fn handed_out_words(&self) -> usize {
+        self.chunk_entries() * WORDS_PER_CHUNK
+    }
+
+    /// Bytes of all four arrays.
     pub fn total_bytes(&self) -> usize {
         self.summary_entries() * size_of::<PallocSum>()
-            + self.chunk_map_entries() * size_of::<u32>()
+            + self.chunk_map_entries() * size_of::<AtomicU32>()
             + self.chunk_entries() * size_of::<PallocData>()
+            + self.handed_out_words() * size_of::<AtomicU64>()
     }
 }
 
 /// The blocks of the chunk map that a non-empty range touches, inclusive.
 fn l2_blocks_of(r: &AddrRange) -> (usize, usize) {
     (ChunkIdx::of(r.base).l1(), ChunkIdx::of(r.limit - 1).l1())
+}
+
+/// The number of distinct blocks of the chunk map that the non-empty regions touch.
+fn blocks_touched(regions: &[AddrRange]) -> usize {
+    const ON_STACK: usize = 128;
+    let intervals = regions
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.size() != 0)
+        .map(|(i, r)| (l2_blocks_of(r), i));
+    if regions.len() <= ON_STACK {
+        let mut buf = [((0, 0), 0); ON_STACK];
+        let mut n = 0;
+        for iv in intervals {
+            buf[n] = iv;
+            n += 1;
+        }
+        buf[..n].sort_unstable();
+        return merged_len(buf[..n].iter().map(|&(iv, _)| iv));
+    }
+    // Selection: the next interval in (interval, index) order after the last one.
+    let mut last: Option<((usize, usize), usize)> = None;
+    merged_len(core::iter::from_fn(|| {
+        let next = intervals
+            .clone()
+            .filter(|k| last.is_none_or(|l| *k > l))
+            .min()?;
+        last = Some(next);
+        Some(next.0)
+    }))
+}
+
+/// The number of integers covered by inclusive intervals sorted by start.
+fn merged_len(sorted: impl Iterator<Item = (usize, usize)>) -> usize {
+    let mut total = 0;
+    // The first block not counted yet (`None`: none counted).
+    let mut next: Option<usize> = None;
+    for (b0, b1) in sorted {
+        let from = next.map_or(b0, |n| b0.max(n));
+        if b1 >= from {
+            total += b1 - from + 1;
+            next = Some(b1 + 1);
+        }
+    }
+    total
 }
 
 /// The memory an allocator keeps its state in, provided by the caller (the kernel from
@@ -273,9 +323,13 @@ pub struct Metadata<'m> {
     /// Every summary level, root first, each [`MetadataLayout::level_len`] long.
     pub summaries: &'m mut [PallocSum],
     /// For each block of chunks, the index of its bitmaps in `chunks` (Go's L1 array).
-    pub chunk_map: &'m mut [u32],
+    /// Atomic so that [`HandedOut`] can find a chunk's bits without the allocator.
+    pub chunk_map: &'m mut [AtomicU32],
     /// The pool that grown chunks take their bitmaps from (Go's L2 arrays).
     pub chunks: &'m mut [PallocData],
+    /// The handed-out bits, [`WORDS_PER_CHUNK`](MetadataLayout::handed_out_words) words
+    /// per entry of `chunks` (not in Go).
+    pub handed_out: &'m mut [AtomicU64],
 }
 
 /// A physical page allocator over one span of physical memory. Go: `pageAlloc`.
@@ -287,8 +341,11 @@ pub struct PageAlloc<'m> {
     /// chunk's bitmap (0 where no chunk was grown) and every inner entry merges its 8
     /// children.
     summary: [&'m mut [PallocSum]; SUMMARY_LEVELS],
-    /// Block of chunks -> index of its bitmaps in `chunks`, or [`NO_BLOCK`].
-    chunk_map: &'m mut [u32],
+    /// Block of chunks -> index of its bitmaps in `chunks`, or [`NO_BLOCK`]. Written only
+    /// by `grow` (with `&mut self`), read lock-free by [`HandedOut`].
+    chunk_map: &'m [AtomicU32],
+    /// The handed-out bits, shared with every [`HandedOut`] handle.
+    handed_out: &'m [AtomicU64],
     /// Bitmaps of grown chunks. Pages of a grown chunk that no grow covered are marked
     /// allocated, so they are never handed out.
     chunks: &'m mut [PallocData],
@@ -477,6 +534,49 @@ pub enum RangeOpError {
         /// The first page of the range that is allocated.
         page: u64,
     },
+    /// A free of pages one of which is allocated but held by a page cache or a free
+    /// batch, not handed out (a double free, the first free having gone to a batch).
+    Held {
+        /// The range's base address.
+        base: u64,
+        /// The range's length.
+        npages: usize,
+        /// The first page of the range that is held.
+        page: u64,
+    },
+    /// A flush of a page cache or free batch one of whose pages is handed out to a
+    /// caller, not held (a forged or stale cache).
+    NotHeld {
+        /// The cache's block or the batch's first page.
+        base: u64,
+        /// The pages the cache or batch covers.
+        npages: usize,
+        /// The first such page.
+        page: u64,
+    },
+    /// A lock-free free ([`FreeBatch::free`](crate::FreeBatch::free)) of a page that is
+    /// not handed out: free, held by a cache or batch, or never grown. The lock-free path
+    /// cannot tell which; [`PageAlloc::check_free`] can, under the lock.
+    NotHandedOut {
+        /// The page.
+        page: u64,
+    },
+    /// A page cache or free batch used with an allocator other than the one its pages
+    /// came from.
+    ForeignAllocator {
+        /// A page of the cache or batch (or the page being freed into it).
+        page: u64,
+        /// [`HandedOut::id`] of the allocator the cache or batch belongs to.
+        owner: usize,
+        /// [`HandedOut::id`] of the allocator it was used with.
+        other: usize,
+    },
+    /// A free into a full [`FreeBatch`](crate::FreeBatch): return half of it first, under
+    /// the lock, with [`FreeBatch::return_half`](crate::FreeBatch::return_half).
+    BatchFull {
+        /// The page that was not taken.
+        page: u64,
+    },
 }
 
 impl fmt::Display for RangeOpError {
@@ -501,7 +601,34 @@ impl fmt::Display for RangeOpError {
                 f,
                 "reservation of [{base:#x}, +{npages} pages): page {page:#x} is already allocated"
             ),
+            RangeOpError::Held { base, npages, page } => write!(
+                f,
+                "free of [{base:#x}, +{npages} pages): page {page:#x} is held by a page cache or free batch (double free?)"
+            ),
+            RangeOpError::NotHeld { base, npages, page } => write!(
+                f,
+                "flush of [{base:#x}, +{npages} pages): page {page:#x} is handed out to a caller, not held by this cache or batch (forged or stale copy?)"
+            ),
+            RangeOpError::NotHandedOut { page } => write!(
+                f,
+                "free of page {page:#x}: it is not handed out (free, held by a page cache or free batch, or never grown; double free?)"
+            ),
+            RangeOpError::ForeignAllocator { page, owner, other } => write!(
+                f,
+                "page {page:#x}: the cache or batch belongs to allocator {owner:#x}, not to allocator {other:#x}"
+            ),
+            RangeOpError::BatchFull { page } => write!(
+                f,
+                "free of page {page:#x}: the free batch is full; return half of it first"
+            ),
         }
+    }
+}
+
+impl RangeOpError {
+    /// Whether this is [`RangeOpError::Unaligned`].
+    pub const fn is_unaligned(&self) -> bool {
+        matches!(self, RangeOpError::Unaligned { .. })
     }
 }
 
@@ -661,13 +788,19 @@ impl<'m> PageAlloc<'m> {
             summaries,
             chunk_map,
             chunks,
+            handed_out,
         } = metadata;
         check_len("summaries", layout.summary_entries(), summaries.len())?;
         check_len("chunk_map", layout.chunk_map_entries(), chunk_map.len())?;
         check_len("chunks", layout.chunk_entries(), chunks.len())?;
-        let chunk_map = &mut chunk_map[..layout.chunk_map_entries()];
-        chunk_map.fill(NO_BLOCK);
+        check_len("handed_out", layout.handed_out_words(), handed_out.len())?;
+        let chunk_map: &'m [AtomicU32] = &chunk_map[..layout.chunk_map_entries()];
+        for e in chunk_map {
+            e.store(NO_BLOCK, Ordering::Relaxed);
+        }
         let chunks = &mut chunks[..layout.chunk_entries()];
+        // `grow` clears a block's bits before it publishes the block.
+        let handed_out: &'m [AtomicU64] = &handed_out[..layout.handed_out_words()];
 
         let mut rest = &mut summaries[..layout.summary_entries()];
         let mut summary: [&'m mut [PallocSum]; SUMMARY_LEVELS] = Default::default();
@@ -680,6 +813,7 @@ impl<'m> PageAlloc<'m> {
         Ok(PageAlloc {
             summary,
             chunk_map,
+            handed_out,
             chunks,
             l2_used: 0,
             layout,
@@ -698,7 +832,7 @@ impl<'m> PageAlloc<'m> {
 
     /// The bitmaps of chunk `ci`, if it was grown. Go: `tryChunkOf`.
     pub fn chunk_data(&self, ci: ChunkIdx) -> Option<&PallocData> {
-        let slot = *self.chunk_map.get(ci.l1())?;
+        let slot = self.chunk_map.get(ci.l1())?.load(Ordering::Relaxed);
         if slot == NO_BLOCK {
             return None;
         }
@@ -714,14 +848,25 @@ impl<'m> PageAlloc<'m> {
     }
 
     pub(crate) fn chunk_of_mut(&mut self, ci: ChunkIdx) -> &mut PallocData {
-        let slot = self.chunk_map[ci.l1()];
+        let slot = self.chunk_map[ci.l1()].load(Ordering::Relaxed);
         assert!(slot != NO_BLOCK, "pagealloc: no bitmap for {ci}");
         &mut self.chunks[slot as usize * PALLOC_CHUNKS_L2_ENTRIES + ci.l2()]
     }
 
-    /// Summaries of level `l` (0 is the root, 4 the chunks).
-    pub fn summary_level(&self, l: usize) -> &[PallocSum] {
-        self.summary[l]
+    /// Summaries of level `l` (0 is the root, 4 the chunks); `None` for a level that does
+    /// not exist.
+    pub fn summary_level(&self, l: usize) -> Option<&[PallocSum]> {
+        self.summary.get(l).map(|s| &**s)
+    }
+
+    /// The leaf level.
+    pub(crate) fn leaf_summaries(&self) -> &[PallocSum] {
+        self.summary[LEAF]
+    }
+
+    /// A handle on this allocator's handed-out bits, for use without its lock.
+    pub fn handed_out(&self) -> HandedOut<'m> {
+        HandedOut::new(self.chunk_map, self.handed_out)
     }
 
     /// No page below this address is free. Go: `searchAddr`.
@@ -797,7 +942,9 @@ impl<'m> PageAlloc<'m> {
             }
         }
         let (b0, b1) = l2_blocks_of(&region);
-        let needed_blocks = (b0..=b1).filter(|&b| self.chunk_map[b] == NO_BLOCK).count();
+        let needed_blocks = (b0..=b1)
+            .filter(|&b| self.chunk_map[b].load(Ordering::Relaxed) == NO_BLOCK)
+            .count();
         let free_blocks = self.layout.l2_blocks - self.l2_used;
         if needed_blocks > free_blocks {
             return Err(GrowError::OutOfMetadata {
@@ -817,13 +964,19 @@ impl<'m> PageAlloc<'m> {
         // Chunks seen for the first time start out allocated, so pages that no grow
         // covers are never handed out.
         for b in b0..=b1 {
-            if self.chunk_map[b] == NO_BLOCK {
-                self.chunk_map[b] = self.l2_used as u32;
+            if self.chunk_map[b].load(Ordering::Relaxed) == NO_BLOCK {
                 let first = self.l2_used * PALLOC_CHUNKS_L2_ENTRIES;
                 for c in &mut self.chunks[first..first + PALLOC_CHUNKS_L2_ENTRIES] {
                     *c = PallocData::default();
                     c.alloc_all();
                 }
+                let words =
+                    first * WORDS_PER_CHUNK..(first + PALLOC_CHUNKS_L2_ENTRIES) * WORDS_PER_CHUNK;
+                for w in &self.handed_out[words] {
+                    w.store(0, Ordering::Relaxed);
+                }
+                // Release: a lock-free reader that finds the block sees its bits cleared.
+                self.chunk_map[b].store(self.l2_used as u32, Ordering::Release);
                 self.l2_used += 1;
             }
         }
@@ -964,12 +1117,16 @@ impl<'m> PageAlloc<'m> {
     /// how many of its pages were known to be zero. For memory the kernel must keep
     /// (its own metadata, firmware tables). Go: `(*pageAlloc).allocRange`, which
     /// trusts its caller; this one checks.
+    ///
+    /// The pages are handed out to the caller, who may free them later.
     pub fn alloc_range(&mut self, base: u64, npages: usize) -> Result<usize, RangeOpError> {
         self.check_range(base, npages)?;
         if let Some(page) = self.first_page_with(base, npages, true) {
             return Err(RangeOpError::NotFree { base, npages, page });
         }
-        Ok(self.alloc_range_unchecked(base, npages))
+        let zeroed = self.alloc_range_unchecked(base, npages);
+        self.handed_out().set(base, npages);
+        Ok(zeroed)
     }
 
     /// Calls `f(base, npages)` for each maximal run of `[base, base + npages pages)`
@@ -1118,6 +1275,7 @@ impl<'m> PageAlloc<'m> {
             self.visit_dirty(addr, npages, f);
         }
         let zeroed_pages = self.alloc_range_unchecked(addr, npages);
+        self.handed_out().set(addr, npages);
         // Only an allocation raises the search address.
         if self.search_addr < candidate {
             self.search_addr = candidate;
@@ -1241,23 +1399,76 @@ impl<'m> PageAlloc<'m> {
     /// Go: `(*pageAlloc).free`.
     ///
     /// # Deviation from Go
-    /// Go trusts the caller; here a range that is not entirely allocated, grown memory
-    /// is refused with an error naming the first bad page, and nothing changes.
+    /// Go trusts the caller; here the free is accepted only if it takes back every page
+    /// of the range from its caller (clears their handed-out bits atomically), so of two
+    /// racing frees of a page exactly one wins. A range that is not grown, or whose first
+    /// page that is not handed out is free ([`RangeOpError::NotAllocated`]) or held by a
+    /// page cache or free batch ([`RangeOpError::Held`]), is refused with an error naming
+    /// that page, and nothing changes.
     pub fn free(&mut self, base: u64, npages: usize) -> Result<(), RangeOpError> {
         self.check_range(base, npages)?;
-        let allocated = if npages == 1 {
-            self.chunk_of(ChunkIdx::of(base))
-                .alloc
-                .get(chunk_page_index(base))
-        } else {
-            self.first_page_with(base, npages, false).is_none()
-        };
-        if !allocated {
-            let page = self.first_page_with(base, npages, false).unwrap_or(base);
-            return Err(RangeOpError::NotAllocated { base, npages, page });
+        if let Err(page) = self.handed_out().take(base, npages) {
+            return Err(self.why_not_handed_out(base, npages, page));
         }
         self.free_unchecked(base, npages);
         Ok(())
+    }
+
+    /// What a free of `[base, base + npages pages)` would say, without changing anything:
+    /// [`RangeOpError::NotGrown`] (or another range error), [`RangeOpError::NotAllocated`]
+    /// if the first page that is not handed out is free, [`RangeOpError::Held`] if it is
+    /// held by a page cache or free batch, or `Ok` if every page is handed out. Lets a
+    /// caller explain, under the lock, a refusal of a lock-free path such as
+    /// [`FreeBatch::free`](crate::FreeBatch::free). Not in Go.
+    pub fn check_free(&self, base: u64, npages: usize) -> Result<(), RangeOpError> {
+        self.check_range(base, npages)?;
+        match self.handed_out().first_not_handed_out(base, npages) {
+            Some(page) => Err(self.why_not_handed_out(base, npages, page)),
+            None => Ok(()),
+        }
+    }
+
+    /// Why `page` of a checked range is not handed out: free, or held.
+    fn why_not_handed_out(&self, base: u64, npages: usize, page: u64) -> RangeOpError {
+        if self.check_range(page, 1).is_err() {
+            RangeOpError::NotGrown { base, npages, page }
+        } else if self.is_allocated(page) {
+            RangeOpError::Held { base, npages, page }
+        } else {
+            RangeOpError::NotAllocated { base, npages, page }
+        }
+    }
+
+    /// Whether the page at `addr` (in a grown chunk) is allocated in the tree.
+    pub(crate) fn is_allocated(&self, addr: u64) -> bool {
+        self.chunk_data(ChunkIdx::of(addr))
+            .is_some_and(|c| c.alloc.get(chunk_page_index(addr)))
+    }
+
+    /// Pages that are allocated in the tree but held by a page cache or free batch (not
+    /// handed out). Counted from the bitmaps, in time proportional to grown memory; exact
+    /// only while no lock-free operation runs.
+    pub fn held_pages(&self) -> usize {
+        let h = self.handed_out();
+        let mut held = 0;
+        for r in self.in_use.ranges() {
+            let npages = (r.size() >> PAGE_SHIFT) as usize;
+            let mut addr = r.base;
+            let mut left = npages;
+            while left > 0 {
+                let b = chunk_page_index(addr) % 64;
+                let k = (64 - b).min(left);
+                let mask = if k == 64 { !0 } else { ((1u64 << k) - 1) << b };
+                let ci = ChunkIdx::of(addr);
+                let w = chunk_page_index(addr) / 64;
+                let alloc = self.chunk_of(ci).alloc.pages64(w * 64);
+                let out = h.chunk_word(ci, w).unwrap_or(0);
+                held += (alloc & !out & mask).count_ones() as usize;
+                addr += (k as u64) << PAGE_SHIFT;
+                left -= k;
+            }
+        }
+        held
     }
 
     /// Frees pages whose contents the caller has zeroed (e.g. emptied page tables): like
@@ -1375,6 +1586,7 @@ impl<'m> PageAlloc<'m> {
                     self.visit_dirty(addr, npages, &mut **f);
                 }
                 let zeroed_pages = self.alloc_range_unchecked(addr, npages);
+                self.handed_out().set(addr, npages);
                 return Ok(Allocation {
                     base: addr,
                     npages,
@@ -1541,7 +1753,8 @@ impl<'m> PageAlloc<'m> {
     }
 
     /// Recomputes every summary from the bitmaps and checks every other invariant:
-    /// zeroed pages are free, free pages are grown, nothing below the search address is
+    /// zeroed pages are free, free pages are grown, handed-out pages are grown and
+    /// allocated, nothing below the search address is
     /// free, the grown ranges are well formed, and the free-page count is right.
     #[cfg(any(test, feature = "check"))]
     pub fn check_invariants(&self) -> Result<(), crate::InvariantError> {
@@ -1697,7 +1910,8 @@ mod tests {
         let mut md = HeapMetadata::default();
         let mut pa = with_regions(&mut md, &[AddrRange::new(pages(3), pages(8))]);
         assert_eq!(pa.free_pages(), 5);
-        assert_eq!(pa.summary_level(LEAF)[0].unpack(), (0, 5, 0));
+        assert_eq!(pa.summary_level(LEAF).unwrap()[0].unpack(), (0, 5, 0));
+        assert_eq!(pa.summary_level(SUMMARY_LEVELS), None);
         let got: Vec<u64> = (0..5).map(|_| pa.alloc(1).unwrap().base).collect();
         assert_eq!(got, vec![pages(3), pages(4), pages(5), pages(6), pages(7)]);
         assert!(pa.alloc(1).is_err());
@@ -1788,25 +2002,106 @@ mod tests {
         assert_eq!(layout.chunk_map_entries(), 160);
     }
 
+    /// Many overlapping regions over the whole address space: each block is counted
+    /// once, on both paths (sorted on the stack, and selection beyond 128 regions), and
+    /// fast (the old count looked at every block of every region).
+    #[test]
+    fn layout_of_many_overlapping_regions() {
+        use crate::consts::PHYS_ADDR_BITS;
+        let top = 1u64 << PHYS_ADDR_BITS;
+        let block_bytes = PALLOC_CHUNK_BYTES * PALLOC_CHUNKS_L2_ENTRIES as u64;
+        let reference = |regions: &[AddrRange]| {
+            let mut seen = vec![false; (top / block_bytes) as usize];
+            for r in regions.iter().filter(|r| r.size() != 0) {
+                let (b0, b1) = l2_blocks_of(r);
+                seen[b0..=b1].fill(true);
+            }
+            seen.iter().filter(|&&s| s).count()
+        };
+        // The case: 32 regions over the 48-bit space, all overlapping.
+        let nested: Vec<AddrRange> = (0..32u64)
+            .map(|i| AddrRange::new(i * GIB, top - i * 3 * GIB))
+            .collect();
+        let layout = MetadataLayout::for_regions(&nested).unwrap();
+        assert_eq!(
+            layout.chunk_entries() / PALLOC_CHUNKS_L2_ENTRIES,
+            reference(&nested)
+        );
+        assert_eq!(layout.chunk_map_entries(), (top / block_bytes) as usize);
+
+        let mut r = crate::testutil::Rng(0x5eed_1234_abcd_ef01);
+        for n in [1, 7, 128, 129, 600] {
+            let regions: Vec<AddrRange> = (0..n)
+                .map(|_| {
+                    let base = r.below(top >> 12) << 12;
+                    let len = match r.below(3) {
+                        0 => r.below(64 * MIB),
+                        1 => r.below(64 * GIB),
+                        _ => r.below(top - base),
+                    } & !(PAGE_SIZE - 1);
+                    AddrRange::new(base, (base + len).min(top))
+                })
+                .collect();
+            let layout = MetadataLayout::for_regions(&regions).unwrap();
+            assert_eq!(
+                layout.chunk_entries() / PALLOC_CHUNKS_L2_ENTRIES,
+                reference(&regions),
+                "{n} regions"
+            );
+        }
+        assert_eq!(
+            MetadataLayout::for_regions(&[AddrRange::new(5, 5)]).unwrap(),
+            MetadataLayout::new(5, 0).unwrap()
+        );
+    }
+
+    /// The summaries and the chunk map cover the span from address 0 (Go's design): a
+    /// little memory at the top of the address space costs as much of them as all the
+    /// memory below it would; the bitmaps and handed-out bits stay sparse.
+    #[test]
+    fn metadata_near_the_top_of_the_address_space() {
+        use crate::consts::PHYS_ADDR_BITS;
+        let top = 1u64 << PHYS_ADDR_BITS;
+        let low = MetadataLayout::for_regions(&[AddrRange::new(0, 64 * MIB)]).unwrap();
+        let high = MetadataLayout::for_regions(&[AddrRange::new(top - 64 * MIB, top)]).unwrap();
+        assert_eq!(high.chunk_entries(), low.chunk_entries());
+        assert_eq!(high.handed_out_words(), low.handed_out_words());
+        let dense = high.summary_entries() * size_of::<PallocSum>()
+            + high.chunk_map_entries() * size_of::<AtomicU32>();
+        // About 4.7 KiB of summaries and chunk map per GiB of span: 1.26 GB for 256 TiB.
+        let per_gib = dense as u64 / (top / GIB);
+        assert!(
+            (4700..4900).contains(&per_gib),
+            "{per_gib} bytes per GiB of span"
+        );
+        assert!(high.total_bytes() > 1000 * low.total_bytes());
+    }
+
     #[test]
     fn metadata_cost_per_gib() {
         let layout = MetadataLayout::for_regions(&[AddrRange::new(0, 4 * GIB)]).unwrap();
         let per_gib = layout.total_bytes() as u64 / 4;
-        // 64 KiB of bitmaps, 4 KiB of leaves, a little above.
-        assert!(per_gib < 70 * 1024, "{per_gib} bytes per GiB");
-        assert!(per_gib > 68 * 1024, "{per_gib} bytes per GiB");
+        // 64 KiB of bitmaps, 32 KiB of handed-out bits, 4 KiB of leaves, a little above.
+        assert!(per_gib < 102 * 1024, "{per_gib} bytes per GiB");
+        assert!(per_gib > 100 * 1024, "{per_gib} bytes per GiB");
     }
 
     #[test]
     fn too_small_metadata_is_refused() {
         let layout = MetadataLayout::new(GIB, 16).unwrap();
         let mut sums = vec![PallocSum::EMPTY; layout.summary_entries() - 1];
-        let mut map = vec![0; layout.chunk_map_entries()];
+        let mut map: Vec<AtomicU32> = (0..layout.chunk_map_entries())
+            .map(|_| AtomicU32::new(0))
+            .collect();
         let mut chunks = vec![PallocData::default(); layout.chunk_entries()];
+        let mut bits: Vec<AtomicU64> = (0..layout.handed_out_words() - 1)
+            .map(|_| AtomicU64::new(0))
+            .collect();
         let md = Metadata {
             summaries: &mut sums,
             chunk_map: &mut map,
             chunks: &mut chunks,
+            handed_out: &mut bits,
         };
         let err = PageAlloc::new(layout, md).err().unwrap();
         assert_eq!(
@@ -1816,6 +2111,21 @@ mod tests {
                 needed: layout.summary_entries(),
                 provided: layout.summary_entries() - 1
             }
+        );
+        sums.push(PallocSum::EMPTY);
+        let md = Metadata {
+            summaries: &mut sums,
+            chunk_map: &mut map,
+            chunks: &mut chunks,
+            handed_out: &mut bits,
+        };
+        assert_eq!(
+            PageAlloc::new(layout, md).err(),
+            Some(LayoutError::TooSmall {
+                what: "handed_out",
+                needed: layout.handed_out_words(),
+                provided: layout.handed_out_words() - 1
+            })
         );
     }
 
@@ -1979,12 +2289,15 @@ mod tests {
         assert_eq!(c.alloc(1), Some((pages(60), 0)));
         assert_eq!(pa.alloc(1).unwrap().base, pages(64));
         pa.check_invariants().unwrap();
-        let stale = c.clone();
+        assert_eq!(pa.held_pages(), 3);
+        let (base, cache) = (c.base(), c.cache());
         c.flush(&mut pa).unwrap();
         assert!(c.is_empty());
         assert_eq!(pa.free_pages(), 140 - 2);
+        assert_eq!(pa.held_pages(), 0);
         // A stale copy cannot return the pages a second time.
-        let mut stale = stale;
+        let mut stale =
+            crate::testutil::new_page_cache(Some(pa.handed_out()), base, cache, 0).unwrap();
         assert_eq!(
             stale.flush(&mut pa),
             Err(RangeOpError::NotAllocated {

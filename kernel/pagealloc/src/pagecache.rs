@@ -1,61 +1,97 @@
-//! A per-CPU cache of up to 64 free pages that allocates without the allocator's lock.
-//! Go: `mpagecache.go`.
+//! Per-CPU page caches and free batches, which allocate and free without the allocator's
+//! lock. Go: `mpagecache.go` for [`PageCache`]; [`FreeBatch`] is not in Go.
 //!
-//! The allocator hands a CPU one 64-page-aligned block at a time: the free pages of one
-//! word of a chunk bitmap. While the cache holds them they are marked allocated in the
-//! global bitmap, so only the owning CPU can hand them out, and it needs no lock to do so.
+//! # Who owns a page
+//! Every grown page is in exactly one of three states:
+//! * **free**: clear in the tree's bitmap; only the allocator can hand it out;
+//! * **held**: allocated in the tree, its handed-out bit clear, and kept by one
+//!   [`PageCache`] (after [`PageAlloc::alloc_to_cache`]) or one [`FreeBatch`] (after
+//!   [`FreeBatch::free`]) for reuse by its CPU;
+//! * **handed out**: allocated in the tree and its handed-out bit set: a caller owns it.
 //!
-//! Follows the structure of Go's `src/runtime/mpagecache.go` (Copyright The Go Authors,
-//! BSD-style licence; see the crate README).
+//! Entry points that need `&mut PageAlloc` (the allocator's lock): every `PageAlloc`
+//! method that changes it, [`PageAlloc::alloc_to_cache`], [`PageCache::flush`],
+//! [`FreeBatch::return_half`] and [`FreeBatch::flush`]. Lock-free (a [`HandedOut`]
+//! handle, or the cache's or batch's own copy of it): [`PageCache::alloc`],
+//! [`FreeBatch::alloc`], [`FreeBatch::free`] and [`HandedOut::is_handed_out`].
+//!
+//! Every free, locked or not, first takes the handed-out bits of its pages with one
+//! atomic read-modify-write per word (`fetch_and`): it is accepted only if every bit was
+//! set, and otherwise puts back exactly the bits it cleared and is refused. So of two
+//! racing frees of one page (two CPUs, or an interrupt and the code it interrupted)
+//! exactly one sees the bit set: the other loses, with an error, whatever path each took.
+//! Every path that hands a page out sets its bit (`fetch_or`); finding it already set
+//! means the page was handed out twice, and panics. Flushes refuse pages that are not
+//! held, and caches and batches that belong to another allocator.
+//!
+//! [`PageCache`] follows the structure of Go's `src/runtime/mpagecache.go` (Copyright The
+//! Go Authors, BSD-style licence; see the crate README).
 
-use crate::consts::{PAGE_CACHE_PAGES, PAGE_SHIFT, PAGE_SIZE, PALLOC_CHUNK_PAGES, SUMMARY_LEVELS};
+use crate::consts::{PAGE_CACHE_PAGES, PAGE_SHIFT, PAGE_SIZE, PALLOC_CHUNK_PAGES};
+use crate::handedout::HandedOut;
 use crate::pagealloc::{
     ChunkIdx, MAX_SEARCH_ADDR, PageAlloc, RangeOpError, chunk_page_index, one_page_keeps_summary,
 };
 use crate::pallocbits::{find_bit_range64, low_mask};
 use crate::summary::PallocSum;
 
-/// The leaf level of the summary tree.
-const LEAF: usize = SUMMARY_LEVELS - 1;
-
-/// Free pages of one 64-page-aligned block, owned by one CPU. Go: `pageCache`.
+/// Free pages of one 64-page-aligned block, held for one CPU. Go: `pageCache`.
+///
+/// Only [`PageAlloc::alloc_to_cache`] fills a cache, and the cache records the
+/// allocator it came from: [`PageCache::alloc`] hands its pages out through that
+/// allocator's [`HandedOut`] bits, and [`PageCache::flush`] refuses any other allocator.
+/// Not `Clone`: a copy could be flushed after the original.
 ///
 /// Invariants:
 /// * `base` is a multiple of `PAGE_CACHE_PAGES * PAGE_SIZE` (256 KiB), so the block is one
 ///   word of a chunk bitmap;
-/// * bit `i` of `cache` is set iff page `base + i * PAGE_SIZE` is free and owned by this
-///   cache; the global bitmap shows every page of the block as allocated while the cache
-///   holds it;
-/// * `scav` is a subset of `cache`: bit `i` of `scav` set means that page is free and
-///   scavenged. Go's scavenged pages have been returned to the OS; in this kernel
-///   "scavenged" means the page is known to be zero, so a caller that wants zeroed memory
-///   can skip clearing it.
-///
-/// The default value is an empty cache (`cache == 0`).
-/// Not `Copy`: a copy could be flushed after the original, returning pages twice.
-#[derive(Clone, PartialEq, Eq, Default, Debug)]
-pub struct PageCache {
+/// * bit `i` of `cache` is set iff page `base + i * PAGE_SIZE` is held by this cache:
+///   allocated in the tree, not handed out;
+/// * `scav` is a subset of `cache`: bit `i` of `scav` set means that page is known to be
+///   zero (Go: scavenged, returned to the OS), so a caller that wants zeroed memory can
+///   skip clearing it.
+#[derive(PartialEq, Eq, Default, Debug)]
+pub struct PageCache<'m> {
     base: u64,
     cache: u64,
     scav: u64,
+    /// The allocator the pages came from; `None` only for an empty cache (or one built
+    /// by the test support without an allocator).
+    owner: Option<HandedOut<'m>>,
 }
 
-impl PageCache {
-    /// A cache of the block at `base`, with free pages `cache` and of those the scavenged
-    /// (known-zero) pages `scav`. Go: `NewPageCache` (export_test.go).
-    ///
-    /// `base` must be 64-page aligned and `scav` a subset of `cache`; debug builds check
-    /// both.
-    pub const fn new(base: u64, cache: u64, scav: u64) -> PageCache {
-        debug_assert!(
-            base.is_multiple_of(PAGE_CACHE_PAGES as u64 * PAGE_SIZE),
-            "pagealloc: page cache base is not 64-page aligned"
-        );
-        debug_assert!(
-            scav & !cache == 0,
-            "pagealloc: page cache has scavenged pages it does not own"
-        );
-        PageCache { base, cache, scav }
+impl<'m> PageCache<'m> {
+    /// An empty cache, belonging to no allocator.
+    pub const fn empty() -> PageCache<'m> {
+        PageCache {
+            base: 0,
+            cache: 0,
+            scav: 0,
+            owner: None,
+        }
+    }
+
+    /// A cache of the block at `base` holding `cache` with zeroed pages `scav`, checked in
+    /// every build. For the test support (Go: `NewPageCache`).
+    #[cfg(any(test, feature = "testutil"))]
+    pub(crate) fn from_parts(
+        owner: Option<HandedOut<'m>>,
+        base: u64,
+        cache: u64,
+        scav: u64,
+    ) -> Result<PageCache<'m>, &'static str> {
+        if !base.is_multiple_of(PAGE_CACHE_PAGES as u64 * PAGE_SIZE) {
+            return Err("page cache base is not 64-page aligned");
+        }
+        if scav & !cache != 0 {
+            return Err("page cache has zeroed pages it does not hold");
+        }
+        Ok(PageCache {
+            base,
+            cache,
+            scav,
+            owner,
+        })
     }
 
     /// The address of the block's first page. Go: `(*PageCache).Base` (export_test.go).
@@ -73,6 +109,11 @@ impl PageCache {
         self.scav
     }
 
+    /// The allocator the cache's pages belong to (`None` for an empty cache).
+    pub const fn owner(&self) -> Option<HandedOut<'m>> {
+        self.owner
+    }
+
     /// Whether the cache holds no free page. Go: `(*pageCache).empty`.
     pub const fn is_empty(&self) -> bool {
         self.cache == 0
@@ -83,7 +124,8 @@ impl PageCache {
         self.cache.count_ones() as usize
     }
 
-    /// Takes the lowest run of `npages` free pages out of the cache. Go:
+    /// Takes the lowest run of `npages` free pages out of the cache and hands them out
+    /// (sets their handed-out bits), without the allocator's lock. Go:
     /// `(*pageCache).alloc`.
     ///
     /// Returns the address of the run's first page and how many of its pages were
@@ -93,19 +135,27 @@ impl PageCache {
     /// # Deviation from Go
     /// Go reports the scavenged part in bytes and signals failure with address 0; here it
     /// is a page count and failure is `None`. Go gives `npages == 0` no meaning.
+    ///
+    /// # Panics
+    /// If a page was already handed out: the allocator's state is corrupt.
     pub fn alloc(&mut self, npages: usize) -> Option<(u64, usize)> {
         if npages == 0 || npages > PAGE_CACHE_PAGES || self.cache == 0 {
             return None;
         }
-        if npages == 1 {
+        let got = if npages == 1 {
             // Most requests are for one page; the lowest free one needs no search.
             let i = self.cache.trailing_zeros();
             let scav_pages = ((self.scav >> i) & 1) as usize;
             self.cache &= !(1 << i);
             self.scav &= !(1 << i);
-            return Some((self.base + u64::from(i) * PAGE_SIZE, scav_pages));
+            (self.base + u64::from(i) * PAGE_SIZE, scav_pages)
+        } else {
+            self.alloc_n(npages)?
+        };
+        if let Some(owner) = self.owner {
+            owner.set(got.0, npages);
         }
-        self.alloc_n(npages)
+        Some(got)
     }
 
     /// The general case of [`alloc`](Self::alloc), for `npages` in `2..=64`. Go:
@@ -124,18 +174,19 @@ impl PageCache {
     }
 }
 
-impl PageAlloc<'_> {
-    /// Takes the 64-page-aligned block that holds the first free page and hands its free
-    /// pages to a new cache; they count as allocated until the cache is flushed. An empty
-    /// cache means no page is free. Go: `(*pageAlloc).allocToCache`.
-    pub fn alloc_to_cache(&mut self) -> PageCache {
+impl<'m> PageAlloc<'m> {
+    /// Takes the 64-page-aligned block that holds the first free page and gives its free
+    /// pages to a new cache: allocated in the tree, held by the cache (not handed out)
+    /// until [`PageCache::alloc`] hands them out or [`PageCache::flush`] returns them. An
+    /// empty cache means no page is free. Go: `(*pageAlloc).allocToCache`.
+    pub fn alloc_to_cache(&mut self) -> PageCache<'m> {
         let (_, end) = self.chunk_bounds();
         if ChunkIdx::of(self.search_addr()).0 >= end {
-            return PageCache::default();
+            return PageCache::empty();
         }
         let ci = ChunkIdx::of(self.search_addr());
         // Fast path: the chunk under the search address has a free page.
-        let page = if self.summary_level(LEAF)[ci.0] != PallocSum::EMPTY {
+        let page = if self.leaf_summaries()[ci.0] != PallocSum::EMPTY {
             let from = chunk_page_index(self.search_addr());
             let Some((j, _)) = self.chunk_data(ci).and_then(|c| c.alloc.find(1, from)) else {
                 panic!("pagealloc: bad summary data: {ci} promised a free page from page {from}");
@@ -146,7 +197,7 @@ impl PageAlloc<'_> {
                 Some((addr, _)) => addr,
                 None => {
                     self.set_search_addr(MAX_SEARCH_ADDR);
-                    return PageCache::default();
+                    return PageCache::empty();
                 }
             }
         };
@@ -163,24 +214,64 @@ impl PageAlloc<'_> {
         // The last page of the block, not the one after it: the search address must stay
         // inside grown memory.
         self.set_search_addr(base + (PAGE_CACHE_PAGES as u64 - 1) * PAGE_SIZE);
-        PageCache::new(base, cache, scav)
+        PageCache {
+            base,
+            cache,
+            scav,
+            owner: Some(self.handed_out()),
+        }
+    }
+
+    /// Checks that `owner` is this allocator; `page` names the cache or batch.
+    fn check_owner(&self, owner: Option<HandedOut<'_>>, page: u64) -> Result<(), RangeOpError> {
+        let mine = self.handed_out();
+        match owner {
+            Some(o) if o == mine => Ok(()),
+            o => Err(RangeOpError::ForeignAllocator {
+                page,
+                owner: o.map_or(0, |o| o.id()),
+                other: mine.id(),
+            }),
+        }
+    }
+
+    /// Checks that every page of `pages` (single pages) is held: grown, allocated in the
+    /// tree and not handed out. `base` and `npages` name the batch in errors.
+    fn check_held(&self, pages: &[u64], base: u64, npages: usize) -> Result<(), RangeOpError> {
+        let h = self.handed_out();
+        for &page in pages {
+            if self.check_range(page, 1).is_err() {
+                return Err(RangeOpError::NotGrown { base, npages, page });
+            }
+            if !self.is_allocated(page) {
+                return Err(RangeOpError::NotAllocated { base, npages, page });
+            }
+            if h.is_handed_out(page) {
+                return Err(RangeOpError::NotHeld { base, npages, page });
+            }
+        }
+        Ok(())
     }
 }
 
-impl PageCache {
+impl PageCache<'_> {
     /// Returns the cache's pages to `pa` (with their zeroed bits) and empties the cache.
     /// Go: `(*pageCache).flush`.
     ///
     /// # Deviation from Go
-    /// Go trusts the cache. Here a cache whose pages are not all allocated in `pa` (a
-    /// stale copy flushed twice, or a cache from another allocator) is refused with an
-    /// error, and nothing changes. The bits are returned a word at a time instead of one
-    /// page at a time.
+    /// Go trusts the cache. Here a cache from another allocator is refused with
+    /// [`RangeOpError::ForeignAllocator`], and one whose pages are not all held in `pa`
+    /// with [`RangeOpError::NotGrown`], [`RangeOpError::NotAllocated`] (a page is free)
+    /// or [`RangeOpError::NotHeld`] (a page is handed out), checked in that order over
+    /// the whole block; nothing changes on error. The bits are returned a word at a time
+    /// instead of one page at a time.
     pub fn flush(&mut self, pa: &mut PageAlloc<'_>) -> Result<(), RangeOpError> {
         if self.is_empty() {
             return Ok(());
         }
         let base = self.base;
+        let first = base + u64::from(self.cache.trailing_zeros()) * PAGE_SIZE;
+        pa.check_owner(self.owner, first)?;
         let ci = ChunkIdx::of(base);
         let cpi = chunk_page_index(base);
         let Some(chunk) = pa.chunk_data(ci) else {
@@ -215,6 +306,15 @@ impl PageCache {
                 page,
             });
         }
+        let handed_out = self.cache & pa.handed_out().chunk_word(ci, cpi / 64).unwrap_or(0);
+        if handed_out != 0 {
+            let page = base + u64::from(handed_out.trailing_zeros()) * PAGE_SIZE;
+            return Err(RangeOpError::NotHeld {
+                base,
+                npages: PAGE_CACHE_PAGES,
+                page,
+            });
+        }
         let chunk = pa.chunk_of_mut(ci);
         chunk.alloc.clear_block64(cpi, self.cache);
         chunk.scavenged.set_block64(cpi, self.scav);
@@ -223,46 +323,48 @@ impl PageCache {
             pa.set_search_addr(base);
         }
         pa.update(base, PAGE_CACHE_PAGES, false, false);
-        *self = PageCache::default();
+        *self = PageCache::empty();
         Ok(())
     }
 }
 
-/// Single pages a batch holds before it returns the older half to the allocator.
+/// Single pages a batch holds at most.
 pub const FREE_BATCH_PAGES: usize = 64;
 
-/// Single pages freed on one CPU, kept for reuse and returned to the allocator in
+/// Single pages freed on one CPU, held for reuse and returned to the allocator in
 /// batches (not in Go, whose page cache only allocates; Linux's per-CPU page lists do
 /// this).
 ///
-/// A free costs a check and a push instead of a bitmap change and a climb of the tree,
-/// and the next single-page allocation on that CPU takes the most recently freed page
-/// (still warm in the CPU's caches). The pages stay allocated in the tree while the batch
-/// holds them, so the tree's invariants hold throughout; they are returned sorted, with
-/// one summary update per chunk. The price: pages in a batch are not handed out in
-/// address order, and look allocated to other CPUs until the batch is flushed.
+/// [`free`](Self::free) and [`alloc`](Self::alloc) need no lock: a free takes the page's
+/// handed-out bit (refusing a page that is not handed out) and pushes it, and the next
+/// single-page allocation on that CPU takes the most recently freed page (still warm in
+/// the CPU's caches) and sets the bit again. The pages stay allocated in the tree while
+/// the batch holds them, so the tree's invariants hold throughout; returning them
+/// ([`return_half`](Self::return_half), [`flush`](Self::flush)) needs the lock and frees
+/// them sorted, with one summary update per chunk. The price: batched pages are not
+/// handed out in address order, and look allocated to other CPUs until returned.
+///
+/// A batch belongs to the allocator of the pages it holds; an empty batch to none.
 #[derive(Debug)]
-pub struct FreeBatch {
+pub struct FreeBatch<'m> {
     pages: [u64; FREE_BATCH_PAGES],
     len: usize,
-    /// How many pages held have each hash: a page whose count is zero is not in the
-    /// batch, which spares most frees the scan for a double free.
-    held_by_hash: [u8; 256],
+    owner: Option<HandedOut<'m>>,
 }
 
-impl Default for FreeBatch {
+impl Default for FreeBatch<'_> {
     fn default() -> Self {
         FreeBatch::new()
     }
 }
 
-impl FreeBatch {
+impl<'m> FreeBatch<'m> {
     /// An empty batch.
-    pub const fn new() -> FreeBatch {
+    pub const fn new() -> FreeBatch<'m> {
         FreeBatch {
             pages: [0; FREE_BATCH_PAGES],
             len: 0,
-            held_by_hash: [0; 256],
+            owner: None,
         }
     }
 
@@ -276,63 +378,116 @@ impl FreeBatch {
         self.len == 0
     }
 
+    /// Whether the batch is full: [`free`](Self::free) refuses pages until
+    /// [`return_half`](Self::return_half) or [`flush`](Self::flush).
+    pub const fn is_full(&self) -> bool {
+        self.len == FREE_BATCH_PAGES
+    }
+
+    /// The allocator the held pages belong to (`None` while empty).
+    pub const fn owner(&self) -> Option<HandedOut<'m>> {
+        self.owner
+    }
+
     /// The pages held, oldest first.
     pub fn pages(&self) -> impl Iterator<Item = u64> + '_ {
         self.pages[..self.len].iter().copied()
     }
 
-    /// The most recently freed page, now allocated to the caller.
+    /// Hands out the most recently freed page again, without the allocator's lock.
+    ///
+    /// # Panics
+    /// If the page was already handed out: the allocator's state is corrupt.
     pub fn alloc(&mut self) -> Option<u64> {
+        let owner = self.owner?;
         self.len = self.len.checked_sub(1)?;
         let addr = self.pages[self.len];
-        self.held_by_hash[hash(addr)] -= 1;
+        if self.len == 0 {
+            self.owner = None;
+        }
+        owner.set(addr, 1);
         Some(addr)
     }
 
-    /// Takes the single page at `addr`, which `pa` must have handed out and not yet got
-    /// back; a double free (also of a page the batch already holds) or a foreign page is
-    /// refused with the error `pa.free` would give, and nothing changes. A full batch
-    /// first returns its older half to `pa`.
-    pub fn free(&mut self, pa: &mut PageAlloc<'_>, addr: u64) -> Result<(), RangeOpError> {
-        pa.check_range(addr, 1)?;
-        let allocated = pa
-            .chunk_data(ChunkIdx::of(addr))
-            .is_some_and(|c| c.alloc.get(chunk_page_index(addr)));
-        let h = hash(addr);
-        let maybe_held = self.held_by_hash[h] != 0;
-        if !allocated || (maybe_held && self.pages[..self.len].contains(&addr)) {
-            return Err(RangeOpError::NotAllocated {
+    /// Takes back the single page at `addr` from its caller, without the allocator's lock:
+    /// `owner` is the handle of the allocator the page came from
+    /// ([`PageAlloc::handed_out`]).
+    ///
+    /// Refused, with nothing changed: an unaligned address
+    /// ([`RangeOpError::Unaligned`]); a page of another allocator than the pages the
+    /// batch holds ([`RangeOpError::ForeignAllocator`]); a full batch
+    /// ([`RangeOpError::BatchFull`]: call [`return_half`](Self::return_half) under the
+    /// lock and retry); a page in memory `owner` has no bitmap for
+    /// ([`RangeOpError::NotGrown`]); and a page that is not handed out (free, held by a
+    /// cache or batch, never grown: [`RangeOpError::NotHandedOut`];
+    /// [`PageAlloc::check_free`] tells which, under the lock). Of two racing frees of one
+    /// page, exactly one succeeds.
+    pub fn free(&mut self, owner: HandedOut<'m>, addr: u64) -> Result<(), RangeOpError> {
+        if !addr.is_multiple_of(PAGE_SIZE) {
+            return Err(RangeOpError::Unaligned { base: addr });
+        }
+        if let Some(mine) = self.owner
+            && mine != owner
+        {
+            return Err(RangeOpError::ForeignAllocator {
+                page: addr,
+                owner: mine.id(),
+                other: owner.id(),
+            });
+        }
+        if self.is_full() {
+            return Err(RangeOpError::BatchFull { page: addr });
+        }
+        if !owner.covers(addr) {
+            return Err(RangeOpError::NotGrown {
                 base: addr,
                 npages: 1,
                 page: addr,
             });
         }
-        if self.len == FREE_BATCH_PAGES {
-            let half = FREE_BATCH_PAGES / 2;
-            for &p in &self.pages[..half] {
-                self.held_by_hash[hash(p)] -= 1;
-            }
-            pa.free_sorted_unchecked(sort(&mut self.pages[..half]));
-            self.pages.copy_within(half.., 0);
-            self.len -= half;
-        }
+        owner
+            .take(addr, 1)
+            .map_err(|page| RangeOpError::NotHandedOut { page })?;
         self.pages[self.len] = addr;
         self.len += 1;
-        self.held_by_hash[h] += 1;
+        self.owner = Some(owner);
         Ok(())
     }
 
-    /// Returns every page to `pa`.
-    pub fn flush(&mut self, pa: &mut PageAlloc<'_>) {
-        pa.free_sorted_unchecked(sort(&mut self.pages[..self.len]));
-        self.len = 0;
-        self.held_by_hash = [0; 256];
+    /// Returns the older half of the held pages to `pa` (under its lock) and returns how
+    /// many. Refused, with nothing changed, if `pa` is not the batch's allocator or a
+    /// page is not held there (see [`flush`](Self::flush)).
+    pub fn return_half(&mut self, pa: &mut PageAlloc<'_>) -> Result<usize, RangeOpError> {
+        self.give_back(pa, self.len.div_ceil(2))
     }
-}
 
-/// An 8-bit multiplicative hash of a page's frame number.
-fn hash(addr: u64) -> usize {
-    ((addr >> PAGE_SHIFT).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize
+    /// Returns every held page to `pa` (under its lock) and returns how many. Refused,
+    /// with nothing changed, if the batch holds pages of another allocator
+    /// ([`RangeOpError::ForeignAllocator`]) or a page is not held in `pa`
+    /// ([`RangeOpError::NotGrown`], [`RangeOpError::NotAllocated`],
+    /// [`RangeOpError::NotHeld`]).
+    pub fn flush(&mut self, pa: &mut PageAlloc<'_>) -> Result<usize, RangeOpError> {
+        self.give_back(pa, self.len)
+    }
+
+    /// Returns the oldest `n` pages.
+    fn give_back(&mut self, pa: &mut PageAlloc<'_>, n: usize) -> Result<usize, RangeOpError> {
+        if n == 0 {
+            return Ok(0);
+        }
+        let first = self.pages[0];
+        pa.check_owner(self.owner, first)?;
+        pa.check_held(&self.pages[..n], first, n)?;
+        let mut sorted = [0; FREE_BATCH_PAGES];
+        sorted[..n].copy_from_slice(&self.pages[..n]);
+        pa.free_sorted_unchecked(sort(&mut sorted[..n]));
+        self.pages.copy_within(n..self.len, 0);
+        self.len -= n;
+        if self.len == 0 {
+            self.owner = None;
+        }
+        Ok(n)
+    }
 }
 
 /// Sorts a few addresses in place (insertion sort: the batch is small).
@@ -348,8 +503,8 @@ fn sort(pages: &mut [u64]) -> &[u64] {
 }
 
 impl PageAlloc<'_> {
-    /// Frees single pages given in ascending order, which must be allocated grown memory,
-    /// with one summary update per chunk.
+    /// Frees single held pages given in ascending order, which must be allocated grown
+    /// memory, with one summary update per chunk.
     pub(crate) fn free_sorted_unchecked(&mut self, pages: &[u64]) {
         let Some(&first) = pages.first() else { return };
         if first < self.search_addr() {
@@ -359,7 +514,7 @@ impl PageAlloc<'_> {
         while let Some(&head) = rest.first() {
             let ci = ChunkIdx::of(head);
             let n = rest.iter().take_while(|&&p| ChunkIdx::of(p) == ci).count();
-            let old = self.summary_level(LEAF)[ci.0];
+            let old = self.leaf_summaries()[ci.0];
             let chunk = self.chunk_of_mut(ci);
             // If every single free leaves the chunk's summary as it was, so do all of them
             // together, and nothing above the leaf changes either.
@@ -391,33 +546,46 @@ mod tests {
     /// A 64-page-aligned, non-zero block (the first page of chunk 512).
     const BASE: u64 = 512 * PALLOC_CHUNK_BYTES;
 
+    /// A cache of no allocator, checked.
+    fn pc(base: u64, cache: u64, scav: u64) -> PageCache<'static> {
+        PageCache::from_parts(None, base, cache, scav).unwrap()
+    }
+
+    fn copy<'m>(c: &PageCache<'m>) -> PageCache<'m> {
+        PageCache { ..*c }
+    }
+
     fn page(i: u64) -> Option<u64> {
         Some(BASE + i * PAGE_SIZE)
     }
 
     #[test]
     fn accessors() {
-        let c = PageCache::new(BASE, 0xf0f0, 0x3030);
+        let c = pc(BASE, 0xf0f0, 0x3030);
         assert_eq!((c.base(), c.cache(), c.scav()), (BASE, 0xf0f0, 0x3030));
         assert_eq!(c.free_pages(), 8);
         assert!(!c.is_empty());
-        assert!(PageCache::new(BASE, 0, 0).is_empty());
-        assert_eq!(PageCache::new(BASE, !0, 0).free_pages(), 64);
+        assert!(pc(BASE, 0, 0).is_empty());
+        assert_eq!(pc(BASE, !0, 0).free_pages(), 64);
         assert!(PageCache::default().is_empty());
     }
 
+    /// In every build, not only with debug assertions.
     #[test]
-    #[cfg(debug_assertions)]
-    #[should_panic(expected = "scavenged pages it does not own")]
-    fn new_rejects_scav_outside_cache() {
-        let _ = PageCache::new(BASE, 0x1, 0x3);
-    }
-
-    #[test]
-    #[cfg(debug_assertions)]
-    #[should_panic(expected = "not 64-page aligned")]
-    fn new_rejects_unaligned_base() {
-        let _ = PageCache::new(BASE + PAGE_SIZE, 0x1, 0);
+    fn forged_caches_are_errors() {
+        assert_eq!(
+            PageCache::from_parts(None, BASE, 0x1, 0x3),
+            Err("page cache has zeroed pages it does not hold")
+        );
+        assert_eq!(
+            PageCache::from_parts(None, BASE + PAGE_SIZE, 0x1, 0),
+            Err("page cache base is not 64-page aligned")
+        );
+        let e = crate::testutil::new_page_cache(None, BASE + PAGE_SIZE, 0x1, 0).unwrap_err();
+        assert!(
+            e.contains("not 64-page aligned") && e.contains("0x40001000"),
+            "{e}"
+        );
     }
 
     /// Go: `TestPageCacheAlloc`, same case names. Each hit is `(npages, address, scavenged
@@ -429,7 +597,7 @@ mod tests {
         let cases: Vec<(&str, PageCache, Vec<Hit>)> = Vec::from([
             (
                 "Empty",
-                PageCache::new(BASE, 0, 0),
+                pc(BASE, 0, 0),
                 [1, 2, 3, 4, 5, 11, 12, 16, 27, 32, 43, 57, 64, 121]
                     .iter()
                     .map(|&n| (n, None, 0))
@@ -437,7 +605,7 @@ mod tests {
             ),
             (
                 "Lo1",
-                PageCache::new(BASE, 0x1, 0x1),
+                pc(BASE, 0x1, 0x1),
                 Vec::from([(1, page(0), 1), (1, None, 0), (10, None, 0)]),
             ),
             (
@@ -449,12 +617,13 @@ mod tests {
                     base: BASE,
                     cache: 1 << 63,
                     scav: 0x1,
+                    owner: None,
                 },
                 Vec::from([(1, page(63), 0), (1, None, 0), (10, None, 0)]),
             ),
             (
                 "Swiss1",
-                PageCache::new(BASE, 0x2000_5555, 0x5505),
+                pc(BASE, 0x2000_5555, 0x5505),
                 Vec::from([
                     (2, None, 0),
                     (1, page(0), 1),
@@ -477,17 +646,18 @@ mod tests {
                     base: BASE,
                     cache: 0x3,
                     scav: 0x2 << 62,
+                    owner: None,
                 },
                 Vec::from([(2, page(0), 0), (2, None, 0), (1, None, 0)]),
             ),
             (
                 "Hi2",
-                PageCache::new(BASE, 0x3 << 62, 0x3 << 62),
+                pc(BASE, 0x3 << 62, 0x3 << 62),
                 Vec::from([(2, page(62), 2), (2, None, 0), (1, None, 0)]),
             ),
             (
                 "Swiss2",
-                PageCache::new(BASE, 0x3333 << 31, 0x3030 << 31),
+                pc(BASE, 0x3333 << 31, 0x3030 << 31),
                 Vec::from([
                     (2, page(31), 0),
                     (2, page(35), 2),
@@ -498,22 +668,22 @@ mod tests {
             ),
             (
                 "Hi53",
-                PageCache::new(BASE, low_mask(53) << 10, low_mask(16) << 10),
+                pc(BASE, low_mask(53) << 10, low_mask(16) << 10),
                 Vec::from([(53, page(10), 16), (53, None, 0), (1, None, 0)]),
             ),
             (
                 "Full53",
-                PageCache::new(BASE, !0, low_mask(16) << 10),
+                pc(BASE, !0, low_mask(16) << 10),
                 Vec::from([(53, page(0), 16), (53, None, 0), (1, page(53), 0)]),
             ),
             (
                 "Full64",
-                PageCache::new(BASE, !0, !0),
+                pc(BASE, !0, !0),
                 Vec::from([(64, page(0), 64), (64, None, 0), (1, None, 0)]),
             ),
             (
                 "FullMixed",
-                PageCache::new(BASE, !0, !0),
+                pc(BASE, !0, !0),
                 Vec::from([
                     (5, page(0), 5),
                     (7, page(5), 7),
@@ -551,24 +721,24 @@ mod tests {
     /// `alloc(64)` needs the all-ones mask, which `(1 << 64) - 1` cannot express.
     #[test]
     fn alloc_64_takes_a_full_cache() {
-        let mut c = PageCache::new(BASE, !0, 0x8000_0000_0000_0001);
+        let mut c = pc(BASE, !0, 0x8000_0000_0000_0001);
         assert_eq!(c.alloc(64), Some((BASE, 2)));
         assert_eq!((c.cache(), c.scav()), (0, 0));
         assert!(c.is_empty());
 
         // One missing page anywhere makes 64 impossible and leaves the cache alone.
         for hole in [0, 31, 63] {
-            let mut c = PageCache::new(BASE, !(1 << hole), 0);
+            let mut c = pc(BASE, !(1 << hole), 0);
             assert_eq!(c.alloc(64), None);
-            assert_eq!(c, PageCache::new(BASE, !(1 << hole), 0));
+            assert_eq!(c, pc(BASE, !(1 << hole), 0));
         }
     }
 
     #[test]
     fn bad_sizes_are_refused() {
-        let full = PageCache::new(BASE, !0, 0x00ff);
+        let full = pc(BASE, !0, 0x00ff);
         for npages in [0, 65, 121, usize::MAX] {
-            let mut c = full.clone();
+            let mut c = copy(&full);
             assert_eq!(c.alloc(npages), None, "alloc({npages})");
             assert_eq!(c, full);
         }
@@ -576,8 +746,8 @@ mod tests {
 
     #[test]
     fn failed_alloc_changes_nothing() {
-        let start = PageCache::new(BASE, 0x0f0f_0f0f, 0x0303_0303);
-        let mut c = start.clone();
+        let start = pc(BASE, 0x0f0f_0f0f, 0x0303_0303);
+        let mut c = copy(&start);
         assert_eq!(c.alloc(5), None);
         assert_eq!(c, start);
         assert_eq!(c.alloc(4), Some((BASE, 2)));
@@ -620,7 +790,7 @@ mod tests {
                 _ => r.next(),
             };
             let scav = r.next() & cache;
-            let mut c = PageCache::new(BASE, cache, scav);
+            let mut c = pc(BASE, cache, scav);
             let mut free: [bool; 64] = core::array::from_fn(|i| cache >> i & 1 != 0);
             let mut zeroed: [bool; 64] = core::array::from_fn(|i| scav >> i & 1 != 0);
             for _ in 0..40 {
@@ -661,26 +831,33 @@ mod tests {
         let mut pa = md.page_alloc(MetadataLayout::for_regions(&[region]).unwrap());
         pa.grow(region.base, region.size(), Contents::Zeroed)
             .unwrap();
+        let h = pa.handed_out();
         let total = pa.free_pages();
         let mut live: Vec<u64> = (0..300).map(|_| pa.alloc(1).unwrap().base).collect();
         let mut batch = FreeBatch::new();
-        let mut rng = 0x1234_5678_9abc_def1u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut r = Rng(0x1234_5678_9abc_def1);
+        let mut halves = 0;
         for step in 0..3000 {
-            let r = next();
-            if r % 3 != 0 && !live.is_empty() {
-                let i = (r >> 8) as usize % live.len();
+            let x = r.next();
+            if !x.is_multiple_of(3) && !live.is_empty() {
+                if batch.is_full() {
+                    assert_eq!(batch.return_half(&mut pa), Ok(FREE_BATCH_PAGES / 2));
+                    halves += 1;
+                }
+                let i = (x >> 8) as usize % live.len();
                 let addr = live.swap_remove(i);
-                batch.free(&mut pa, addr).unwrap();
-                // A second free of the same page is refused, in the batch or out of it.
+                batch.free(h, addr).unwrap();
+                assert!(!h.is_handed_out(addr));
+                // A second free is refused, in the batch or out of it.
+                let want = if batch.is_full() {
+                    RangeOpError::BatchFull { page: addr }
+                } else {
+                    RangeOpError::NotHandedOut { page: addr }
+                };
+                assert_eq!(batch.free(h, addr), Err(want), "step {step}");
                 assert_eq!(
-                    batch.free(&mut pa, addr),
-                    Err(RangeOpError::NotAllocated {
+                    pa.free(addr, 1),
+                    Err(RangeOpError::Held {
                         base: addr,
                         npages: 1,
                         page: addr
@@ -688,33 +865,48 @@ mod tests {
                     "step {step}"
                 );
             } else if let Some(addr) = batch.alloc() {
+                assert!(h.is_handed_out(addr));
                 live.push(addr);
             } else {
                 live.push(pa.alloc(1).unwrap().base);
             }
             assert!(batch.len() <= FREE_BATCH_PAGES);
-            // Batched pages count as allocated in the tree.
+            // Batched pages count as allocated in the tree, and as held.
             assert_eq!(
                 pa.free_pages() + live.len() + batch.len(),
                 total,
                 "step {step}"
             );
+            assert_eq!(pa.held_pages(), batch.len(), "step {step}");
             pa.check_invariants().unwrap();
         }
+        assert!(halves > 3, "{halves} halves returned");
         assert_eq!(
-            batch.free(&mut pa, 0),
+            batch.free(h, 0),
+            Err(RangeOpError::NotHandedOut { page: 0 })
+        );
+        assert_eq!(
+            batch.free(h, 1 << 40),
             Err(RangeOpError::NotGrown {
-                base: 0,
+                base: 1 << 40,
                 npages: 1,
-                page: 0
+                page: 1 << 40
             })
         );
-        batch.flush(&mut pa);
-        assert!(batch.is_empty());
+        assert_eq!(
+            batch.free(h, PAGE_SIZE * 9 + 5),
+            Err(RangeOpError::Unaligned {
+                base: PAGE_SIZE * 9 + 5
+            })
+        );
+        let n = batch.len();
+        assert_eq!(batch.flush(&mut pa), Ok(n));
+        assert!(batch.is_empty() && batch.owner().is_none());
         for addr in live {
             pa.free(addr, 1).unwrap();
         }
         assert_eq!(pa.free_pages(), total);
+        assert_eq!(pa.held_pages(), 0);
         pa.check_invariants().unwrap();
     }
 
@@ -730,10 +922,44 @@ mod tests {
         let a = pa.alloc(1).unwrap().base;
         let b = pa.alloc(1).unwrap().base;
         let mut batch = FreeBatch::new();
-        batch.free(&mut pa, a).unwrap();
-        batch.free(&mut pa, b).unwrap();
+        batch.free(pa.handed_out(), a).unwrap();
+        batch.free(pa.handed_out(), b).unwrap();
+        assert_eq!(batch.owner(), Some(pa.handed_out()));
         assert_eq!(batch.alloc(), Some(b));
         assert_eq!(batch.alloc(), Some(a));
         assert_eq!(batch.alloc(), None);
+        assert_eq!(batch.owner(), None);
+    }
+
+    #[test]
+    fn a_full_batch_refuses_until_half_is_returned() {
+        use crate::testutil::HeapMetadata;
+        use crate::{AddrRange, Contents, MetadataLayout};
+
+        let region = AddrRange::new(0, 4 << 20);
+        let mut md = HeapMetadata::default();
+        let mut pa = md.page_alloc(MetadataLayout::for_regions(&[region]).unwrap());
+        pa.grow(0, region.size(), Contents::Unknown).unwrap();
+        let h = pa.handed_out();
+        let mut batch = FreeBatch::new();
+        for _ in 0..FREE_BATCH_PAGES {
+            let p = pa.alloc(1).unwrap().base;
+            batch.free(h, p).unwrap();
+        }
+        assert!(batch.is_full());
+        let p = pa.alloc(1).unwrap().base;
+        assert_eq!(batch.free(h, p), Err(RangeOpError::BatchFull { page: p }));
+        assert!(h.is_handed_out(p), "a refused free changes nothing");
+        let oldest: std::vec::Vec<u64> = batch.pages().take(FREE_BATCH_PAGES / 2).collect();
+        assert_eq!(batch.return_half(&mut pa), Ok(FREE_BATCH_PAGES / 2));
+        for q in oldest {
+            assert!(
+                pa.check_free(q, 1)
+                    .is_err_and(|e| matches!(e, RangeOpError::NotAllocated { .. }))
+            );
+        }
+        batch.free(h, p).unwrap();
+        assert_eq!(pa.held_pages(), FREE_BATCH_PAGES / 2 + 1);
+        pa.check_invariants().unwrap();
     }
 }

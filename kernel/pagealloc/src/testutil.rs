@@ -8,9 +8,12 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, AtomicU64};
 
 use crate::consts::{PAGE_SHIFT, PALLOC_CHUNK_BYTES, PALLOC_CHUNK_PAGES, SUMMARY_LEVELS};
-use crate::pagealloc::{ChunkIdx, Contents, Metadata, MetadataLayout, PageAlloc};
+use crate::handedout::HandedOut;
+use crate::pagealloc::{ChunkIdx, Contents, Metadata, MetadataLayout, PageAlloc, RangeOpError};
+use crate::pagecache::PageCache;
 use crate::pallocbits::PallocData;
 pub use crate::pallocbits::{BitRange, make_palloc_bits, summarize_slow};
 use crate::summary::PallocSum;
@@ -29,8 +32,9 @@ pub const fn page_base(c: ChunkIdx, page: usize) -> u64 {
 #[derive(Default)]
 pub struct HeapMetadata {
     summaries: Vec<PallocSum>,
-    chunk_map: Vec<u32>,
+    chunk_map: Vec<AtomicU32>,
     chunks: Vec<PallocData>,
+    handed_out: Vec<AtomicU64>,
 }
 
 impl HeapMetadata {
@@ -38,8 +42,13 @@ impl HeapMetadata {
     pub fn new(layout: &MetadataLayout) -> HeapMetadata {
         HeapMetadata {
             summaries: vec![PallocSum::EMPTY; layout.summary_entries()],
-            chunk_map: vec![0; layout.chunk_map_entries()],
+            chunk_map: (0..layout.chunk_map_entries())
+                .map(|_| AtomicU32::new(0))
+                .collect(),
             chunks: vec![PallocData::default(); layout.chunk_entries()],
+            handed_out: (0..layout.handed_out_words())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         }
     }
 
@@ -49,6 +58,7 @@ impl HeapMetadata {
             summaries: &mut self.summaries,
             chunk_map: &mut self.chunk_map,
             chunks: &mut self.chunks,
+            handed_out: &mut self.handed_out,
         }
     }
 
@@ -62,7 +72,7 @@ impl HeapMetadata {
 /// Builds an allocator whose grown memory is exactly the listed chunks. In each chunk,
 /// the `scav` ranges are marked zeroed first and then the `chunks` ranges allocated,
 /// so a page in both ends up allocated and not zeroed. Without `scav`, no page is
-/// zeroed. Go: `NewPageAlloc`.
+/// zeroed. Allocated pages are handed out (to the test). Go: `NewPageAlloc`.
 pub fn new_page_alloc<'m>(
     md: &'m mut HeapMetadata,
     chunks: &[(ChunkIdx, &[BitRange])],
@@ -97,8 +107,43 @@ pub fn new_page_alloc<'m>(
         }
         pa.add_free_pages(-(newly_allocated as isize));
         pa.update(ci.base(), PALLOC_CHUNK_PAGES, false, false);
+        let words = *pa.chunk_of_mut(ci).alloc.words();
+        let h = pa.handed_out();
+        for (w, &bits) in words.iter().enumerate() {
+            let mut rest = bits;
+            while rest != 0 {
+                let i = rest.trailing_zeros() as usize;
+                h.set(page_base(ci, w * 64 + i), 1);
+                rest &= rest - 1;
+            }
+        }
     }
     pa
+}
+
+/// Moves pages from handed out to held, as a [`PageCache`] or [`crate::FreeBatch`] holds
+/// them, so tests can build a cache by hand; refused (nothing changed) unless every page
+/// is handed out.
+pub fn hold(pa: &PageAlloc<'_>, base: u64, npages: usize) -> Result<(), RangeOpError> {
+    pa.check_free(base, npages)?;
+    pa.handed_out()
+        .take(base, npages)
+        .map_err(|page| RangeOpError::NotHandedOut { page })
+}
+
+/// A page cache of the block at `base` holding the pages `cache`, of which `scav` are
+/// known to be zero, belonging to `owner` (if any): for tests that need a particular
+/// cache. Go: `NewPageCache`. An unaligned `base` or a `scav` bit outside `cache` is an
+/// error in every build. The pages are not checked: a flush checks them.
+#[doc(hidden)]
+pub fn new_page_cache<'m>(
+    owner: Option<HandedOut<'m>>,
+    base: u64,
+    cache: u64,
+    scav: u64,
+) -> Result<PageCache<'m>, String> {
+    PageCache::from_parts(owner, base, cache, scav)
+        .map_err(|e| format!("{e} (base {base:#x}, cache {cache:#018x}, scav {scav:#018x})"))
 }
 
 /// Sets the search address, for tests that start from a particular one.
@@ -129,6 +174,17 @@ pub fn diff_page_alloc(want: &PageAlloc<'_>, got: &PageAlloc<'_>) -> Option<Stri
                             w.scavenged, g.scavenged
                         );
                     }
+                    // `want` stands for pages `got` never grew with allocated ones, which
+                    // it hands out; only `got`'s grown pages can be handed out.
+                    let grown = grown_words(got, ci);
+                    let hw = handed_out_words(want, ci).map(|_| 0);
+                    let hw = core::array::from_fn::<u64, 8, _>(|w| {
+                        hw[w] | handed_out_words(want, ci)[w] & grown[w]
+                    });
+                    let hg = handed_out_words(got, ci);
+                    if hw != hg {
+                        out += &format!("{ci} handed-out bits: want {hw:x?}, got {hg:x?}\n");
+                    }
                 }
                 (w, g) => {
                     out += &format!("{ci}: want bitmap {}, got {}\n", w.is_some(), g.is_some());
@@ -137,7 +193,10 @@ pub fn diff_page_alloc(want: &PageAlloc<'_>, got: &PageAlloc<'_>) -> Option<Stri
         }
     }
     for l in 0..SUMMARY_LEVELS {
-        let (w, g) = (want.summary_level(l), got.summary_level(l));
+        let (w, g) = (
+            want.summary_level(l).unwrap_or(&[]),
+            got.summary_level(l).unwrap_or(&[]),
+        );
         for i in 0..w.len().max(g.len()) {
             let ws = w.get(i).copied().unwrap_or(PallocSum::EMPTY);
             let gs = g.get(i).copied().unwrap_or(PallocSum::EMPTY);
@@ -147,6 +206,28 @@ pub fn diff_page_alloc(want: &PageAlloc<'_>, got: &PageAlloc<'_>) -> Option<Stri
         }
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// The handed-out bits of chunk `ci` (zero where it has none).
+pub fn handed_out_words(pa: &PageAlloc<'_>, ci: ChunkIdx) -> [u64; PALLOC_CHUNK_PAGES / 64] {
+    let h = pa.handed_out();
+    core::array::from_fn(|w| h.chunk_word(ci, w).unwrap_or(0))
+}
+
+/// The pages of chunk `ci` that `pa` grew, as bitmap words.
+pub fn grown_words(pa: &PageAlloc<'_>, ci: ChunkIdx) -> [u64; PALLOC_CHUNK_PAGES / 64] {
+    let mut words = [0u64; PALLOC_CHUNK_PAGES / 64];
+    let (cb, ce) = (ci.base(), ci.base() + PALLOC_CHUNK_BYTES);
+    for r in pa.in_use() {
+        let (lo, hi) = (r.base.max(cb), r.limit.min(ce));
+        let mut p = lo;
+        while p < hi {
+            let i = ((p - cb) >> PAGE_SHIFT) as usize;
+            words[i / 64] |= 1 << (i % 64);
+            p += 1 << PAGE_SHIFT;
+        }
+    }
+    words
 }
 
 /// Panics with the differences if two allocators differ, and checks `got`'s

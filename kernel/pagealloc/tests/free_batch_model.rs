@@ -1,11 +1,13 @@
 //! `FreeBatch` against the flat reference model: pages a batch holds are allocated in the
-//! tree, so after every step the allocator must match a model in which a batched page is
-//! still allocated, hand out the same addresses, and keep its invariants; returning a
-//! batch must free exactly its pages.
+//! tree and held (not handed out), so after every step the allocator must match a model
+//! in which each page is free, held or handed out, hand out the same addresses, refuse
+//! the same frees, and keep its invariants; returning a batch must free exactly its
+//! pages.
 
 use std::collections::BTreeSet;
 
 use pagealloc::model::FlatModel;
+use pagealloc::model::PageState;
 use pagealloc::testutil::{HeapMetadata, Rng};
 use pagealloc::{AddrRange, Constraints, Contents, FreeBatch, MetadataLayout, RangeOpError};
 
@@ -27,6 +29,7 @@ fn run(seed: u64) {
         pa.grow(r.base, r.size(), Contents::Unknown).unwrap();
         model.grow(r.base, r.size(), Contents::Unknown).unwrap();
     }
+    let h = pa.handed_out();
     let mut batch = FreeBatch::new();
     let mut batched: BTreeSet<u64> = BTreeSet::new();
     let mut live: Vec<(u64, usize)> = Vec::new();
@@ -59,6 +62,7 @@ fn run(seed: u64) {
                 let got = match batch.alloc() {
                     Some(a) => {
                         assert!(batched.remove(&a), "step {step}: batch gave {a:#x}");
+                        model.hand_out(a, 1);
                         a
                     }
                     None => {
@@ -86,38 +90,50 @@ fn run(seed: u64) {
             2 => {
                 let (base, n) = live.swap_remove(rng.below(live.len() as u64) as usize);
                 if n == 1 {
-                    let before = batch.len();
-                    batch.free(&mut pa, base).unwrap();
-                    if batch.len() <= before {
-                        // The older half went back to the tree.
+                    if batch.is_full() {
+                        assert_eq!(
+                            batch.free(h, base),
+                            Err(RangeOpError::BatchFull { page: base })
+                        );
+                        // The older half goes back to the tree.
                         halves += 1;
-                        let returned: Vec<u64> = batched.iter().copied().collect();
-                        let still: BTreeSet<u64> = batch.pages().collect();
-                        for p in returned.into_iter().filter(|p| !still.contains(p)) {
-                            model.free(p, 1).unwrap();
-                            batched.remove(&p);
+                        let oldest: Vec<u64> = batch.pages().take(batch.len() / 2).collect();
+                        assert_eq!(batch.return_half(&mut pa), Ok(oldest.len()));
+                        model.return_pages(&oldest).unwrap();
+                        for p in &oldest {
+                            assert!(batched.remove(p));
                         }
                     }
+                    batch.free(h, base).unwrap();
+                    model.batch_free(base).unwrap();
                     batched.insert(base);
-                    // A second free is refused, in the batch or out of it.
-                    assert_eq!(
-                        batch.free(&mut pa, base),
-                        Err(RangeOpError::NotAllocated {
-                            base,
-                            npages: 1,
-                            page: base
-                        })
-                    );
+                    // A second free is refused, in the batch or out of it, and the
+                    // allocator can say why.
+                    let want = if batch.is_full() {
+                        RangeOpError::BatchFull { page: base }
+                    } else {
+                        RangeOpError::NotHandedOut { page: base }
+                    };
+                    assert_eq!(batch.free(h, base), Err(want));
+                    let held = Err(RangeOpError::Held {
+                        base,
+                        npages: 1,
+                        page: base,
+                    });
+                    assert_eq!(pa.free(base, 1), held);
+                    assert_eq!(pa.check_free(base, 1), held);
+                    assert_eq!(model.check_free(base, 1), held);
+                    assert_eq!(model.state(base), PageState::Held);
                 } else {
                     pa.free(base, n).unwrap();
                     model.free(base, n).unwrap();
                 }
             }
             _ => {
-                batch.flush(&mut pa);
-                for p in std::mem::take(&mut batched) {
-                    model.free(p, 1).unwrap();
-                }
+                let pages: Vec<u64> = batch.pages().collect();
+                assert_eq!(batch.flush(&mut pa), Ok(pages.len()));
+                model.return_pages(&pages).unwrap();
+                batched.clear();
             }
         }
         assert_eq!(
@@ -125,6 +141,8 @@ fn run(seed: u64) {
             batched,
             "step {step}"
         );
+        assert_eq!(pa.held_pages(), model.held_pages(), "step {step}");
+        assert_eq!(pa.held_pages(), batched.len(), "step {step}");
         if let Some(d) = model.diff(&pa) {
             panic!("step {step}: allocator and model differ:\n{d}");
         }

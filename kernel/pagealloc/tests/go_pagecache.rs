@@ -4,11 +4,15 @@
 //! allocator and lives with the unit tests in `src/pagecache.rs`.
 //!
 //! States are built with `new_page_alloc` (Go: `NewPageAlloc`) and compared with
-//! `assert_page_alloc_eq`: bounds, every bitmap, every zeroed ("scavenged") bitmap and
-//! every summary level, then the invariants.
+//! `assert_page_alloc_eq`: bounds, every bitmap, every zeroed ("scavenged") bitmap, the
+//! handed-out bits and every summary level, then the invariants. `new_page_alloc` hands
+//! its allocated pages out; pages a cache holds are moved to held with `hold`, and caches
+//! that Go builds by hand come from `new_page_cache`, which checks them.
 
 use pagealloc::consts::{PAGE_CACHE_PAGES, PAGE_SIZE};
-use pagealloc::testutil::{BASE_CHUNK_IDX, BitRange, HeapMetadata, Rng, page_base};
+use pagealloc::testutil::{
+    BASE_CHUNK_IDX, BitRange, HeapMetadata, Rng, hold, new_page_cache, page_base,
+};
 use pagealloc::{
     ChunkIdx, Contents, MetadataLayout, PageAlloc, PageCache, PallocSum, RangeOpError,
 };
@@ -30,13 +34,13 @@ fn test_page_alloc_alloc_to_cache() {
     struct Case {
         before_alloc: Chunks,
         before_scav: Option<Chunks>,
-        hits: Vec<Option<PageCache>>,
+        /// `(base, cache, scav)`.
+        hits: Vec<Option<(u64, u64, u64)>>,
         after_alloc: Chunks,
         after_scav: Option<Chunks>,
     }
-    let cache = |ci: ChunkIdx, page: usize, bits: u64, scav: u64| {
-        Some(PageCache::new(page_base(ci, page), bits, scav))
-    };
+    let cache =
+        |ci: ChunkIdx, page: usize, bits: u64, scav: u64| Some((page_base(ci, page), bits, scav));
     // Go aligns its base chunk to a page of summaries (see `DiscontiguousMappedSumBoundary`
     // in go_pagealloc.rs); our summaries are not mapped page by page, but the case keeps
     // Go's layout.
@@ -142,10 +146,16 @@ fn test_page_alloc_alloc_to_cache() {
         let mut b = build(&mut md, &v.before_alloc, v.before_scav.as_ref());
         let free_before = b.free_pages();
         let mut taken = 0;
+        let mut caches = Vec::new();
         for (k, want) in v.hits.iter().enumerate() {
             let got = b.alloc_to_cache();
             match want {
-                Some(want) => assert_eq!(got, *want, "{name}: cache #{}", k + 1),
+                Some(want) => assert_eq!(
+                    (got.base(), got.cache(), got.scav()),
+                    *want,
+                    "{name}: cache #{}",
+                    k + 1
+                ),
                 None => assert!(
                     got.is_empty(),
                     "{name}: cache #{}: want empty, got {got:?}",
@@ -156,13 +166,25 @@ fn test_page_alloc_alloc_to_cache() {
             if let Err(e) = b.check_invariants() {
                 panic!("{name}: after cache #{}: invariant broken: {e:?}", k + 1);
             }
+            caches.push(got);
         }
-        // The cached pages count as allocated.
+        // The cached pages count as allocated, and as held.
         assert_eq!(b.free_pages(), free_before - taken, "{name}: free pages");
+        assert_eq!(b.held_pages(), taken, "{name}: held pages");
         let mut want_md = HeapMetadata::default();
         let want = build(&mut want_md, &v.after_alloc, v.after_scav.as_ref());
+        for pc in &caches {
+            hold_cache(&want, pc.base(), pc.cache());
+        }
         check(&want, &b);
     });
+}
+
+/// Moves the pages `cache` of the block at `base` from handed out to held.
+fn hold_cache(pa: &PageAlloc<'_>, base: u64, cache: u64) {
+    for i in (0..64).filter(|i| cache >> i & 1 != 0) {
+        hold(pa, base + i * PAGE_SIZE, 1).unwrap();
+    }
 }
 
 /// The runs of set bits of a 64-bit block starting at page `base`.
@@ -197,8 +219,13 @@ fn test_page_cache_flush() {
         );
         let free_before = b.free_pages();
 
-        let mut pc = PageCache::new(page_base(c(0), base), cache, scav);
+        // The test hands the pages of the block to the cache.
+        let block = page_base(c(0), base);
+        hold_cache(&b, block, cache);
+        assert_eq!(b.held_pages(), cache.count_ones() as usize);
+        let mut pc = new_page_cache(Some(b.handed_out()), block, cache, scav).unwrap();
         assert_eq!(pc.flush(&mut b), Ok(()), "{what}");
+        assert_eq!(b.held_pages(), 0);
         assert!(
             pc.is_empty(),
             "{what}: the cache is not empty after the flush"
@@ -249,36 +276,65 @@ fn flush_round_trip_and_stale_copy() {
     let mut b = build(&mut md, &before_alloc, Some(&before_scav));
 
     let mut pc = b.alloc_to_cache();
-    assert_eq!(
-        pc,
-        PageCache::new(
-            page_base(c(0), 0),
-            !(0x1 | 0x3 << 10),
-            0x7 << 1 | mask(24) << 40
-        )
+    let (base, cache, scav) = (
+        page_base(c(0), 0),
+        !(0x1 | 0x3 << 10),
+        0x7 << 1 | mask(24) << 40,
     );
-    let stale = pc.clone();
+    assert_eq!((pc.base(), pc.cache(), pc.scav()), (base, cache, scav));
+    assert_eq!(pc.owner(), Some(b.handed_out()));
     assert_eq!(pc.flush(&mut b), Ok(()));
     assert!(pc.is_empty());
     check(&want, &b);
     assert_eq!(b.free_pages(), want.free_pages());
 
-    // The pages are free again: the stale copy's first page is named.
-    let mut again = stale.clone();
+    // The pages are free again: the stale copy's first page is named. (A `PageCache`
+    // cannot be cloned; a stale copy is one the test support makes.)
+    let mut stale = new_page_cache(Some(b.handed_out()), base, cache, scav).unwrap();
     assert_eq!(
-        again.flush(&mut b),
+        stale.flush(&mut b),
         Err(RangeOpError::NotAllocated {
-            base: page_base(c(0), 0),
+            base,
             npages: PAGE_CACHE_PAGES,
             page: page_base(c(0), 1),
         })
     );
-    assert_eq!(again, stale, "a refused flush keeps the cache");
+    assert_eq!(
+        (stale.base(), stale.cache(), stale.scav()),
+        (base, cache, scav),
+        "a refused flush keeps the cache"
+    );
     check(&want, &b);
     assert_eq!(b.free_pages(), want.free_pages());
 
+    // Once the pages are handed out again, the stale copy is refused at the first one.
+    let pages: Vec<u64> = (0..64)
+        .filter(|i| cache >> i & 1 != 0)
+        .map(|i| base + i * PAGE_SIZE)
+        .collect();
+    for &p in &pages {
+        b.alloc_range(p, 1).unwrap();
+    }
+    assert_eq!(
+        stale.flush(&mut b),
+        Err(RangeOpError::NotHeld {
+            base,
+            npages: PAGE_CACHE_PAGES,
+            page: page_base(c(0), 1),
+        })
+    );
+    // Give them back with their zeroed bits, as they came.
+    for &p in &pages {
+        if scav >> ((p - base) / PAGE_SIZE) & 1 != 0 {
+            b.free_zeroed(p, 1).unwrap();
+        } else {
+            b.free(p, 1).unwrap();
+        }
+    }
+    check(&want, &b);
+
     // Flushing an empty cache is a no-op, whatever its base.
-    assert_eq!(PageCache::default().flush(&mut b), Ok(()));
+    assert_eq!(PageCache::empty().flush(&mut b), Ok(()));
     check(&want, &b);
 }
 
@@ -293,7 +349,8 @@ fn flush_partly_free_cache() {
     let mut b = build(&mut md, &desc, None);
     b.free(page_base(c(0), 64 + 50), 2).unwrap();
 
-    let mut pc = PageCache::new(page_base(c(0), 64), mask(60) << 4, 0);
+    let mut pc =
+        new_page_cache(Some(b.handed_out()), page_base(c(0), 64), mask(60) << 4, 0).unwrap();
     assert_eq!(
         pc.flush(&mut b),
         Err(RangeOpError::NotAllocated {
@@ -317,7 +374,7 @@ fn flush_foreign_cache() {
     let mut b = build(&mut md, &desc, None);
 
     let base = page_base(c(0x40), 0);
-    let mut pc = PageCache::new(base, 0xff, 0x0f);
+    let mut pc = new_page_cache(Some(b.handed_out()), base, 0xff, 0x0f).unwrap();
     assert_eq!(
         pc.flush(&mut b),
         Err(RangeOpError::NotGrown {
@@ -328,6 +385,57 @@ fn flush_foreign_cache() {
     );
     assert_eq!(pc.cache(), 0xff);
     check(&want, &b);
+}
+
+/// A cache from another allocator is refused, even when the same pages are held in this
+/// one too (two allocators built alike, each with a cache of the same block), and so is
+/// a cache that belongs to no allocator. Nothing changes in either allocator.
+#[test]
+fn flush_cache_of_another_allocator() {
+    let desc = chunks![c(0) => [(0, 64)]];
+    let mut want_md = HeapMetadata::default();
+    let want = build(&mut want_md, &desc, None);
+    let mut md_a = HeapMetadata::default();
+    let mut a = build(&mut md_a, &desc, None);
+    let mut md_b = HeapMetadata::default();
+    let mut b = build(&mut md_b, &desc, None);
+    let mut from_a = a.alloc_to_cache();
+    let mut from_b = b.alloc_to_cache();
+    assert_eq!(from_a.base(), from_b.base());
+    assert_ne!(a.handed_out(), b.handed_out());
+    let page = page_base(c(0), 64);
+    assert_eq!(
+        from_a.flush(&mut b),
+        Err(RangeOpError::ForeignAllocator {
+            page,
+            owner: a.handed_out().id(),
+            other: b.handed_out().id(),
+        })
+    );
+    assert_eq!(from_a.free_pages(), 64);
+    let mut ownerless = new_page_cache(None, page, 1, 0).unwrap();
+    assert_eq!(
+        ownerless.flush(&mut b),
+        Err(RangeOpError::ForeignAllocator {
+            page,
+            owner: 0,
+            other: b.handed_out().id(),
+        })
+    );
+    assert_eq!(from_b.flush(&mut b), Ok(()));
+    assert_eq!(from_a.flush(&mut a), Ok(()));
+    check(&want, &a);
+    check(&want, &b);
+}
+
+/// A cache Go's `NewPageCache` would accept with a bad base or stray zeroed bits is an
+/// error in every build (not only with debug assertions).
+#[test]
+fn forged_cache_is_an_error() {
+    let e = new_page_cache(None, page_base(c(0), 1), 1, 0).unwrap_err();
+    assert!(e.contains("not 64-page aligned"), "{e}");
+    let e = new_page_cache(None, page_base(c(0), 64), 1, 3).unwrap_err();
+    assert!(e.contains("zeroed pages it does not hold"), "{e}");
 }
 
 /// `alloc_to_cache` takes blocks in address order until nothing is free, and then
@@ -341,6 +449,7 @@ fn alloc_to_cache_exhausts_in_order() {
         None,
     );
     let mut bases = Vec::new();
+    let mut caches = Vec::new();
     loop {
         let pc = b.alloc_to_cache();
         if pc.is_empty() {
@@ -348,6 +457,7 @@ fn alloc_to_cache_exhausts_in_order() {
         }
         assert!(bases.len() < 20, "alloc_to_cache never runs dry");
         bases.push((pc.base(), pc.free_pages()));
+        caches.push(pc);
     }
     let mut want_bases: Vec<(u64, usize)> = Vec::from([(page_base(c(0), 0), 64 - 59)]);
     want_bases.push((page_base(c(0), 64), 64 - 41));
@@ -364,6 +474,9 @@ fn alloc_to_cache_exhausts_in_order() {
         &chunks![c(0) => [(0, P)], c(1) => [(0, P)]],
         None,
     );
+    for pc in &caches {
+        hold_cache(&want, pc.base(), pc.cache());
+    }
     check(&want, &b);
 }
 
@@ -386,7 +499,7 @@ fn flush_cache_of_ungrown_pages_with_bitmap() {
     let mut b = grown(&mut md);
 
     for base in [page_base(c(0), 0), page_base(c(0), 128), c(1).base()] {
-        let mut pc = PageCache::new(base, !0, 0);
+        let mut pc = new_page_cache(Some(b.handed_out()), base, !0, 0).unwrap();
         assert_eq!(
             pc.flush(&mut b),
             Err(RangeOpError::NotGrown {

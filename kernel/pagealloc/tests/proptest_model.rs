@@ -1,6 +1,7 @@
 //! Property tests: random memory maps and long random op sequences, run on `PageAlloc`
 //! and on the flat reference model (`pagealloc::model`), which must agree on every
-//! result, error and count, and on the full state after every op.
+//! result, error and count, and on the full state after every op, including which pages
+//! are free, held by a cache or batch, or handed out.
 //!
 //! `PROPTEST_CASES=n` sets the number of cases of each property (the defaults keep the
 //! whole file within about half a minute in a debug build).
@@ -197,7 +198,16 @@ fn op(span_pages: u64) -> impl Strategy<Value = Op> {
         6 => (cpu.clone(), prop_oneof![3 => 1usize..=4, 1 => 1usize..=66])
             .prop_map(|(cpu, npages)| Op::CacheAlloc { cpu, npages }),
         2 => cpu.clone().prop_map(|cpu| Op::CacheFlush { cpu }),
-        1 => cpu.prop_map(|cpu| Op::StaleFlush { cpu }),
+        1 => cpu.clone().prop_map(|cpu| Op::StaleFlush { cpu }),
+        6 => (cpu.clone(), any::<usize>(), any::<usize>())
+            .prop_map(|(cpu, index, skip)| Op::BatchFree { cpu, index, skip }),
+        3 => cpu.clone().prop_map(|cpu| Op::BatchAlloc { cpu }),
+        1 => (cpu.clone(), any::<bool>()).prop_map(|(cpu, half)| Op::BatchFlush { cpu, half }),
+        2 => (cpu.clone(), 0u8..4, any::<usize>(), any::<u64>())
+            .prop_map(|(cpu, kind, index, delta)| Op::BadBatchFree { cpu, kind, index, delta }),
+        2 => (any::<usize>(), prop_oneof![3 => Just(1usize), 1 => 1usize..80], 0u8..3)
+            .prop_map(|(index, npages, how)| Op::HeldFree { index, npages, how }),
+        1 => cpu.prop_map(|cpu| Op::ForeignFlush { cpu }),
         1 => (0..span_pages + 2 * PALLOC_CHUNK_PAGES as u64, any::<u64>(), any::<u64>())
             .prop_map(|(base_page, cache, scav)| Op::ForgedFlush { base_page, cache, scav }),
     ]
@@ -291,6 +301,11 @@ fn generated_runs_cover_every_outcome() {
         total.flushes += s.flushes;
         total.flush_errors += s.flush_errors;
         total.zeroed_pages += s.zeroed_pages;
+        total.batch_frees += s.batch_frees;
+        total.batch_allocs += s.batch_allocs;
+        total.batch_free_errors += s.batch_free_errors;
+        total.held_refusals += s.held_refusals;
+        total.foreign_refusals += s.foreign_refusals;
     }
     println!("{total:#?}");
     let t = total;
@@ -309,6 +324,11 @@ fn generated_runs_cover_every_outcome() {
         ("flushes", t.flushes),
         ("flush errors", t.flush_errors),
         ("zeroed pages", t.zeroed_pages),
+        ("batch frees", t.batch_frees),
+        ("batch allocs", t.batch_allocs),
+        ("refused batch frees", t.batch_free_errors),
+        ("frees of held pages", t.held_refusals),
+        ("foreign flushes", t.foreign_refusals),
     ];
     for (what, n) in counts {
         assert!(n >= 10, "only {n} {what} in {runs} runs: {t:?}");

@@ -1,0 +1,245 @@
+//! Handed-out bits: one atomic bit per page, set while a caller owns the page.
+//!
+//! The bits live beside the chunk bitmaps, eight words per chunk slot of the pool, and are
+//! found through the (atomic) chunk map, so a CPU can read and change them without the
+//! allocator's lock. See [`crate::pagecache`] for the ownership states they encode.
+
+use core::fmt;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::consts::{PAGE_SHIFT, PAGE_SIZE, PALLOC_CHUNK_PAGES, PALLOC_CHUNKS_L2_ENTRIES};
+use crate::pagealloc::{ChunkIdx, chunk_page_index};
+
+/// Words of handed-out bits per chunk.
+pub(crate) const WORDS_PER_CHUNK: usize = PALLOC_CHUNK_PAGES / 64;
+
+/// Marks an L2 block of the chunk map that has no bitmaps yet.
+pub(crate) const NO_BLOCK: u32 = u32::MAX;
+
+/// A shared handle on one allocator's handed-out bits, usable without the allocator
+/// (and so without its lock). Get it from [`PageAlloc::handed_out`](crate::PageAlloc::handed_out).
+///
+/// Two handles compare equal iff they belong to the same allocator.
+#[derive(Clone, Copy)]
+pub struct HandedOut<'m> {
+    chunk_map: &'m [AtomicU32],
+    bits: &'m [AtomicU64],
+}
+
+impl fmt::Debug for HandedOut<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HandedOut({:#x})", self.id())
+    }
+}
+
+impl<'b> PartialEq<HandedOut<'b>> for HandedOut<'_> {
+    fn eq(&self, other: &HandedOut<'b>) -> bool {
+        core::ptr::eq(self.chunk_map, other.chunk_map) && core::ptr::eq(self.bits, other.bits)
+    }
+}
+
+impl Eq for HandedOut<'_> {}
+
+/// The pieces of `[base, base + npages pages)` that fall in one word of bits:
+/// `(address of the piece's first page, mask in its word)`.
+fn pieces(base: u64, npages: usize) -> impl Iterator<Item = (u64, u64)> {
+    let mut addr = base;
+    let mut left = npages;
+    core::iter::from_fn(move || {
+        if left == 0 {
+            return None;
+        }
+        let b = chunk_page_index(addr) % 64;
+        let k = (64 - b).min(left);
+        let mask = if k == 64 { !0 } else { ((1u64 << k) - 1) << b };
+        let piece = (addr, mask);
+        addr = addr.wrapping_add((k as u64) << PAGE_SHIFT);
+        left -= k;
+        Some(piece)
+    })
+}
+
+/// The address of bit `bit` of the word that holds `addr`.
+fn bit_addr(addr: u64, bit: u32) -> u64 {
+    (addr & !((64 * PAGE_SIZE) - 1)) + (u64::from(bit) << PAGE_SHIFT)
+}
+
+impl<'m> HandedOut<'m> {
+    pub(crate) fn new(chunk_map: &'m [AtomicU32], bits: &'m [AtomicU64]) -> HandedOut<'m> {
+        HandedOut { chunk_map, bits }
+    }
+
+    /// A number that identifies the allocator (the address of its chunk map), for error
+    /// messages.
+    pub fn id(&self) -> usize {
+        self.chunk_map.as_ptr() as usize
+    }
+
+    /// The word of bits that holds page `addr`, if its chunk has a bitmap slot.
+    pub(crate) fn word(&self, addr: u64) -> Option<&'m AtomicU64> {
+        let ci = ChunkIdx::of(addr);
+        let slot = self.chunk_map.get(ci.l1())?.load(Ordering::Acquire);
+        if slot == NO_BLOCK {
+            return None;
+        }
+        let chunk = slot as usize * PALLOC_CHUNKS_L2_ENTRIES + ci.l2();
+        self.bits
+            .get(chunk * WORDS_PER_CHUNK + chunk_page_index(addr) / 64)
+    }
+
+    /// The word `w` of chunk `ci`'s bits, if the chunk has a bitmap slot.
+    pub(crate) fn chunk_word(&self, ci: ChunkIdx, w: usize) -> Option<u64> {
+        self.word(ci.base() + ((w as u64 * 64) << PAGE_SHIFT))
+            .map(|x| x.load(Ordering::Acquire))
+    }
+
+    /// Whether the page that holds `addr` is handed out to a caller: allocated, and held
+    /// by no page cache or free batch. Lock-free.
+    pub fn is_handed_out(&self, addr: u64) -> bool {
+        self.word(addr)
+            .is_some_and(|w| w.load(Ordering::Acquire) >> (chunk_page_index(addr) % 64) & 1 != 0)
+    }
+
+    /// Whether the chunk that holds `addr` has bits (some grow touched its block).
+    pub(crate) fn covers(&self, addr: u64) -> bool {
+        self.word(addr).is_some()
+    }
+
+    /// The first page of the range that is not handed out, without changing anything.
+    pub(crate) fn first_not_handed_out(&self, base: u64, npages: usize) -> Option<u64> {
+        for (addr, mask) in pieces(base, npages) {
+            let Some(w) = self.word(addr) else {
+                return Some(addr);
+            };
+            let clear = !w.load(Ordering::Acquire) & mask;
+            if clear != 0 {
+                return Some(bit_addr(addr, clear.trailing_zeros()));
+            }
+        }
+        None
+    }
+
+    /// Hands pages out: sets their bits.
+    ///
+    /// # Panics
+    /// If a bit was already set or the range has no bits: the page would be handed out
+    /// twice, so the allocator's state is corrupt.
+    pub(crate) fn set(&self, base: u64, npages: usize) {
+        for (addr, mask) in pieces(base, npages) {
+            let Some(w) = self.word(addr) else {
+                panic!("pagealloc: no handed-out bits for page {addr:#x} being handed out");
+            };
+            let old = w.fetch_or(mask, Ordering::AcqRel);
+            if old & mask != 0 {
+                panic!(
+                    "pagealloc: page {:#x} handed out twice (range [{base:#x}, +{npages} pages), bits {old:#018x}, mask {mask:#018x})",
+                    bit_addr(addr, (old & mask).trailing_zeros())
+                );
+            }
+        }
+    }
+
+    /// Takes pages back from their caller: clears every bit of the range, or, if some
+    /// page's bit was already clear, restores exactly the bits this call cleared and
+    /// returns that page. Of two racing takes of one page, exactly one wins.
+    pub(crate) fn take(&self, base: u64, npages: usize) -> Result<(), u64> {
+        // Look first, so that a refused multi-word take rarely clears bits at all (a
+        // cleared bit briefly refuses other takes of the same page).
+        if npages > 64
+            && let Some(page) = self.first_not_handed_out(base, npages)
+        {
+            return Err(page);
+        }
+        let mut taken = 0;
+        let mut refused = None;
+        for (addr, mask) in pieces(base, npages) {
+            let Some(w) = self.word(addr) else {
+                refused = Some(addr);
+                break;
+            };
+            let old = w.fetch_and(!mask, Ordering::AcqRel);
+            if old & mask != mask {
+                if old & mask != 0 {
+                    w.fetch_or(old & mask, Ordering::AcqRel);
+                }
+                refused = Some(bit_addr(addr, (!old & mask).trailing_zeros()));
+                break;
+            }
+            taken += mask.count_ones() as usize;
+        }
+        let Some(page) = refused else {
+            return Ok(());
+        };
+        for (addr, mask) in pieces(base, taken) {
+            if let Some(w) = self.word(addr) {
+                w.fetch_or(mask, Ordering::AcqRel);
+            }
+        }
+        Err(page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consts::PALLOC_CHUNK_BYTES;
+
+    #[test]
+    fn pieces_split_at_words() {
+        let v: alloc::vec::Vec<_> = pieces(PAGE_SIZE * 60, 70).collect();
+        assert_eq!(
+            v,
+            [
+                (PAGE_SIZE * 60, 0xf << 60),
+                (PAGE_SIZE * 64, !0),
+                (PAGE_SIZE * 128, 0x3),
+            ]
+        );
+        assert_eq!(pieces(0, 0).count(), 0);
+        let v: alloc::vec::Vec<_> = pieces(PALLOC_CHUNK_BYTES - PAGE_SIZE, 2).collect();
+        assert_eq!(
+            v,
+            [
+                (PALLOC_CHUNK_BYTES - PAGE_SIZE, 1 << 63),
+                (PALLOC_CHUNK_BYTES, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn take_restores_what_it_cleared() {
+        let map = [AtomicU32::new(0)];
+        let bits: alloc::vec::Vec<AtomicU64> = (0..PALLOC_CHUNKS_L2_ENTRIES * WORDS_PER_CHUNK)
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        let h = HandedOut::new(&map, &bits);
+        h.set(PAGE_SIZE * 3, 130);
+        assert!(h.is_handed_out(PAGE_SIZE * 3) && !h.is_handed_out(PAGE_SIZE * 2));
+        // Page 140 is not handed out: nothing changes.
+        assert_eq!(h.take(PAGE_SIZE * 100, 41), Err(PAGE_SIZE * 133));
+        assert_eq!(h.take(PAGE_SIZE * 2, 10), Err(PAGE_SIZE * 2));
+        assert_eq!(h.first_not_handed_out(PAGE_SIZE * 3, 130), None);
+        assert_eq!(h.take(PAGE_SIZE * 3, 130), Ok(()));
+        assert_eq!(h.take(PAGE_SIZE * 3, 1), Err(PAGE_SIZE * 3));
+        assert!(bits.iter().all(|w| w.load(Ordering::Relaxed) == 0));
+        // No slot: never handed out.
+        let none = [AtomicU32::new(NO_BLOCK)];
+        let h2 = HandedOut::new(&none, &bits);
+        assert!(!h2.is_handed_out(0));
+        assert_eq!(h2.take(0, 1), Err(0));
+        assert_ne!(h, h2);
+        assert_eq!(h, h);
+    }
+
+    #[test]
+    #[should_panic(expected = "pagealloc: page 0x5000 handed out twice")]
+    fn setting_a_set_bit_panics() {
+        let map = [AtomicU32::new(0)];
+        let bits: alloc::vec::Vec<AtomicU64> = (0..PALLOC_CHUNKS_L2_ENTRIES * WORDS_PER_CHUNK)
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        let h = HandedOut::new(&map, &bits);
+        h.set(PAGE_SIZE * 5, 1);
+        h.set(PAGE_SIZE * 4, 3);
+    }
+}
