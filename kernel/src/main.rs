@@ -206,7 +206,7 @@ fn allocator_demo() {
 /// Every CPU takes two single frames at once, each from its own page cache.
 fn several_cpus() {
     use core::sync::atomic::{AtomicU64, Ordering};
-    use kernel::smp;
+    use kernel::{mm, smp};
 
     serial_println!();
     serial_println!("== several CPUs ==");
@@ -219,7 +219,10 @@ fn several_cpus() {
         }
     });
     for (cpu, pair) in got.iter().enumerate().take(smp::cpus_online()) {
-        let (a, b) = (pair[0].load(Ordering::Relaxed), pair[1].load(Ordering::Relaxed));
+        let (a, b) = (
+            pair[0].load(Ordering::Relaxed),
+            pair[1].load(Ordering::Relaxed),
+        );
         serial_println!("CPU {cpu}: 2 frames -> {a:#x}, {b:#x} (from its own page cache)");
     }
     let held = mm::frames::cached_blocks().per_cpu();

@@ -418,13 +418,17 @@ impl Console {
                 if search != MAX_SEARCH_ADDR {
                     for (l, slot) in path.iter_mut().enumerate() {
                         let i = (search >> LEVEL_SHIFT[l]) as usize;
-                        *slot = pa.summary_level(l).get(i).map(|&s| (i, s));
+                        *slot = pa
+                            .summary_level(l)
+                            .unwrap_or_default()
+                            .get(i)
+                            .map(|&s| (i, s));
                     }
                 }
                 let on_path = |l: usize, i: usize| path[l].is_some_and(|(j, _)| i == j);
                 let mut more = 0;
                 for l in 0..SUMMARY_LEVELS {
-                    for (i, &now) in pa.summary_level(l).iter().enumerate() {
+                    for (i, &now) in pa.summary_level(l).unwrap_or_default().iter().enumerate() {
                         let was = snapshot.get(z, l, i);
                         if was != Some(now) && !on_path(l, i) {
                             if changed.len() < changed.capacity() {
@@ -486,9 +490,9 @@ impl Console {
             let mut children = [None; 8];
             let Some(sum) = frames::with_zones(|zones| {
                 let pa = zone(zones, z)?;
-                let sum = *pa.summary_level(level).get(index)?;
+                let sum = *pa.summary_level(level).unwrap_or_default().get(index)?;
                 if level + 1 < SUMMARY_LEVELS {
-                    let below = pa.summary_level(level + 1);
+                    let below = pa.summary_level(level + 1).unwrap_or_default();
                     for (k, slot) in children.iter_mut().enumerate() {
                         let c = index * 8 + k;
                         *slot = below.get(c).map(|&s| (c, s));
@@ -679,7 +683,10 @@ fn chunk(addr: u64, out: &mut dyn Write) -> fmt::Result {
                 grown[i / 64] |= 1 << (i % 64);
             }
         }
-        Some((data, pa.summary_level(SUMMARY_LEVELS - 1)[ci.0]))
+        Some((
+            data,
+            pa.summary_level(SUMMARY_LEVELS - 1).unwrap_or_default()[ci.0],
+        ))
     });
     let Some((data, sum)) = found else {
         return writeln!(
@@ -779,7 +786,7 @@ impl Snapshot {
             for z in Zone::ALL {
                 if let Some(pa) = zone(zones, z) {
                     for (l, copy) in self.levels[z as usize].iter_mut().enumerate() {
-                        let now = pa.summary_level(l);
+                        let now = pa.summary_level(l).unwrap_or_default();
                         debug_assert!(now.len() <= copy.capacity());
                         copy.clear();
                         copy.extend_from_slice(now);

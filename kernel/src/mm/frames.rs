@@ -20,8 +20,8 @@ pub use super::stats::{
     CpuHeldFrames, FrameStats, ZoneStats, assert_invariants, cached_blocks, check_invariants,
     cpu_stats, held_by_a_cpu, stats, with_zones,
 };
-use super::zones::{ZONES, metadata_range};
 pub use super::zones::{DMA_LIMIT, DMA32_LIMIT, Zone, Zones};
+use super::zones::{ZONES, metadata_range};
 
 /// Bytes in a 4 KiB frame.
 pub const FRAME_SIZE: u64 = 4096;
@@ -451,11 +451,13 @@ fn free_frames_to(start: PhysAddr, npages: usize, to: FreeTo) -> Result<(), Fram
         poison::fill(base, npages);
     }
     let mut zones = ZONES.lock();
-    let pa = zones.zone_mut(z).ok_or(FrameError::Free(RangeOpError::NotGrown {
-        base,
-        npages,
-        page: base,
-    }))?;
+    let pa = zones
+        .zone_mut(z)
+        .ok_or(FrameError::Free(RangeOpError::NotGrown {
+            base,
+            npages,
+            page: base,
+        }))?;
     let freed = if to == FreeTo::ZoneZeroed {
         pa.free_zeroed(base, npages)
     } else {

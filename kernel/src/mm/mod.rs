@@ -26,9 +26,9 @@ pub use frames::{
     FRAME_SIZE, FrameError, FrameRequest, FrameStats, Frames, GlobalFrameAllocator, Zone, alloc,
     alloc_frame, alloc_frames, alloc_huge_frame, alloc_zeroed, free_frames, stats,
 };
-pub use stats::{CpuStats, cpu_stats};
 pub use pagealloc;
 pub use setup::{InitReport, init, init_report};
+pub use stats::{CpuStats, cpu_stats};
 
 static PHYS_OFFSET: Once<VirtAddr> = Once::new();
 static KERNEL_PML4: Once<PhysFrame> = Once::new();

@@ -140,7 +140,9 @@ pub(super) fn free_one(z: Zone, addr: u64) -> Result<(), pagealloc::RangeOpError
     let batch = &mut cpu.batches[z as usize];
     if batch.is_full() {
         let mut zones = ZONES.lock();
-        let pa = zones.zone_mut(z).expect("a zone with handed-out bits has an allocator");
+        let pa = zones
+            .zone_mut(z)
+            .expect("a zone with handed-out bits has an allocator");
         batch
             .return_half(pa)
             .unwrap_or_else(|e| panic!("returning a CPU's free batch to {}: {e}", z.name()));

@@ -107,7 +107,12 @@ static METADATA: Once<AddrRange> = Once::new();
 
 /// Installs the zones' allocators (once, from `setup`).
 pub(super) fn install(zones: Zones, metadata: AddrRange) {
-    HANDED_OUT.call_once(|| zones.zones.each_ref().map(|z| z.as_ref().map(PageAlloc::handed_out)));
+    HANDED_OUT.call_once(|| {
+        zones
+            .zones
+            .each_ref()
+            .map(|z| z.as_ref().map(PageAlloc::handed_out))
+    });
     METADATA.call_once(|| metadata);
     *ZONES.lock() = zones;
 }
