@@ -5,6 +5,7 @@
 //! cargo bench -p pagealloc --bench compare -- --quick           # short run, 256 MiB and 4 GiB
 //! cargo bench -p pagealloc --bench compare -- --sizes 256M,4G --only churn,mixed --peers ours,buddy
 //! cargo bench -p pagealloc --bench compare -- --instructions --only churn   # callgrind, instructions/op
+//! cargo bench -p pagealloc --bench compare -- --threads                 # 1 and 2 threads at once
 //! ```
 //!
 //! Every allocator manages the same memory, `[0, size)`, and gets the same seeded request
@@ -42,6 +43,9 @@ use pagealloc::{
     AddrRange, Constraints, Contents, FreeBatch, MetadataLayout, PageAlloc, PageCache,
 };
 use pagealloc::{PallocBits, PallocSum, merge_summaries};
+
+#[path = "compare/threads.rs"]
+mod threads;
 
 const PAGE: u64 = 4096;
 const GIB: u64 = 1 << 30;
@@ -694,6 +698,15 @@ impl Subject for FrameAllocS {
 
     fn with<V: Visitor>(bytes: u64, v: V) -> Result<V::Out, String> {
         let clock = InitClock::start();
+        let mut p = build_frame_alloc(bytes)?;
+        let init = clock.stop();
+        Ok(v.visit(&mut p, init))
+    }
+}
+
+/// Builds frame-alloc over `[0, bytes)`, its bitmap in a heap buffer.
+fn build_frame_alloc(bytes: u64) -> Result<FrameAllocPeer, String> {
+    {
         let frames = pages_of(bytes);
         let bitmap_bytes = fa_bitmap_bytes(frames);
         let mut bitmap = vec![0u64; bitmap_bytes / 8];
@@ -714,13 +727,11 @@ impl Subject for FrameAllocS {
                 "bitmap size estimate is off: {total} frames usable, expected {capacity}"
             ));
         }
-        let mut p = FrameAllocPeer {
+        Ok(FrameAllocPeer {
             fa,
             capacity,
             _bitmap: bitmap,
-        };
-        let init = clock.stop();
-        Ok(v.visit(&mut p, init))
+        })
     }
 }
 
@@ -2256,6 +2267,7 @@ struct Opts {
     peers: Vec<String>,
     instructions: bool,
     micro: bool,
+    threads: bool,
     sizes_given: bool,
 }
 
@@ -2283,6 +2295,7 @@ fn parse_args() -> Result<Opts, String> {
         peers: Vec::new(),
         instructions: false,
         micro: false,
+        threads: false,
         sizes_given: false,
     };
     let mut it = args.iter();
@@ -2322,12 +2335,14 @@ fn parse_args() -> Result<Opts, String> {
             }
             "--instructions" => o.instructions = true,
             "--micro" => o.micro = true,
+            "--threads" => o.threads = true,
             "--child" => o.cfg.child = true,
             "--help" | "-h" => {
                 println!(
                     "options: --quick  --sizes 256M,4G,64G,1T  --only fill,churn,mixed,huge,fragmented,init\n\
                      \x20        --peers tutorial,firstfit,bitmap,buddy,freelist,framealloc,ours,cached\n\
-                     \x20        --runs N  --budget SECONDS  --window SIZE  --seed N  --instructions  --micro"
+                     \x20        --runs N  --budget SECONDS  --window SIZE  --seed N  --instructions  --micro\n\
+                     \x20        --threads (1 and 2 threads; with --runs, --seed, --quick)"
                 );
                 std::process::exit(0);
             }
@@ -2356,6 +2371,14 @@ fn main() {
     }
     if opts.micro {
         micro(&opts.cfg);
+        return;
+    }
+    if opts.threads {
+        threads::run(&threads::Opts2 {
+            runs: opts.cfg.runs,
+            pairs: opts.cfg.churn_pairs * 2,
+            seed: opts.cfg.seed,
+        });
         return;
     }
     if opts.cfg.child {

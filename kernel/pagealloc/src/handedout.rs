@@ -76,6 +76,7 @@ impl<'m> HandedOut<'m> {
     }
 
     /// The word of bits that holds page `addr`, if its chunk has a bitmap slot.
+    #[inline]
     pub(crate) fn word(&self, addr: u64) -> Option<&'m AtomicU64> {
         let ci = ChunkIdx::of(addr);
         let slot = self.chunk_map.get(ci.l1())?.load(Ordering::Acquire);
@@ -124,7 +125,29 @@ impl<'m> HandedOut<'m> {
     /// # Panics
     /// If a bit was already set or the range has no bits: the page would be handed out
     /// twice, so the allocator's state is corrupt.
+    #[inline]
     pub(crate) fn set(&self, base: u64, npages: usize) {
+        if npages == 1 {
+            // The per-CPU paths hand out single pages: one lookup, one `fetch_or`.
+            let bit = 1u64 << (chunk_page_index(base) % 64);
+            let old = self.word(base).map(|w| w.fetch_or(bit, Ordering::AcqRel));
+            if old.is_none_or(|old| old & bit != 0) {
+                self.set_failed(base, npages);
+            }
+            return;
+        }
+        self.set_slow(base, npages);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn set_failed(&self, base: u64, npages: usize) -> ! {
+        panic!(
+            "pagealloc: page {base:#x} handed out twice (or it has no handed-out bits; {npages} page(s))"
+        );
+    }
+
+    fn set_slow(&self, base: u64, npages: usize) {
         for (addr, mask) in pieces(base, npages) {
             let Some(w) = self.word(addr) else {
                 panic!("pagealloc: no handed-out bits for page {addr:#x} being handed out");
@@ -142,7 +165,20 @@ impl<'m> HandedOut<'m> {
     /// Takes pages back from their caller: clears every bit of the range, or, if some
     /// page's bit was already clear, restores exactly the bits this call cleared and
     /// returns that page. Of two racing takes of one page, exactly one wins.
+    #[inline]
     pub(crate) fn take(&self, base: u64, npages: usize) -> Result<(), u64> {
+        if npages == 1 {
+            // One bit: clearing a clear bit changes nothing, so there is nothing to undo.
+            let bit = 1u64 << (chunk_page_index(base) % 64);
+            return match self.word(base) {
+                Some(w) if w.fetch_and(!bit, Ordering::AcqRel) & bit != 0 => Ok(()),
+                _ => Err(base),
+            };
+        }
+        self.take_slow(base, npages)
+    }
+
+    fn take_slow(&self, base: u64, npages: usize) -> Result<(), u64> {
         // Look first, so that a refused multi-word take rarely clears bits at all (a
         // cleared bit briefly refuses other takes of the same page).
         if npages > 64
@@ -229,6 +265,18 @@ mod tests {
         assert_eq!(h2.take(0, 1), Err(0));
         assert_ne!(h, h2);
         assert_eq!(h, h);
+    }
+
+    #[test]
+    #[should_panic(expected = "pagealloc: page 0x7000 handed out twice")]
+    fn setting_a_set_single_bit_panics() {
+        let map = [AtomicU32::new(0)];
+        let bits: alloc::vec::Vec<AtomicU64> = (0..PALLOC_CHUNKS_L2_ENTRIES * WORDS_PER_CHUNK)
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        let h = HandedOut::new(&map, &bits);
+        h.set(PAGE_SIZE * 7, 1);
+        h.set(PAGE_SIZE * 7, 1);
     }
 
     #[test]

@@ -398,6 +398,7 @@ impl<'m> FreeBatch<'m> {
     ///
     /// # Panics
     /// If the page was already handed out: the allocator's state is corrupt.
+    #[inline]
     pub fn alloc(&mut self) -> Option<u64> {
         let owner = self.owner?;
         self.len = self.len.checked_sub(1)?;
@@ -422,6 +423,7 @@ impl<'m> FreeBatch<'m> {
     /// cache or batch, never grown: [`RangeOpError::NotHandedOut`];
     /// [`PageAlloc::check_free`] tells which, under the lock). Of two racing frees of one
     /// page, exactly one succeeds.
+    #[inline]
     pub fn free(&mut self, owner: HandedOut<'m>, addr: u64) -> Result<(), RangeOpError> {
         if !addr.is_multiple_of(PAGE_SIZE) {
             return Err(RangeOpError::Unaligned { base: addr });
@@ -438,16 +440,17 @@ impl<'m> FreeBatch<'m> {
         if self.is_full() {
             return Err(RangeOpError::BatchFull { page: addr });
         }
-        if !owner.covers(addr) {
-            return Err(RangeOpError::NotGrown {
-                base: addr,
-                npages: 1,
-                page: addr,
-            });
-        }
-        owner
-            .take(addr, 1)
-            .map_err(|page| RangeOpError::NotHandedOut { page })?;
+        owner.take(addr, 1).map_err(|page| {
+            if owner.covers(page) {
+                RangeOpError::NotHandedOut { page }
+            } else {
+                RangeOpError::NotGrown {
+                    base: page,
+                    npages: 1,
+                    page,
+                }
+            }
+        })?;
         self.pages[self.len] = addr;
         self.len += 1;
         self.owner = Some(owner);
