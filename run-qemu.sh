@@ -75,8 +75,10 @@ The exit status is the kernel's: 0 when it reports success, 1 otherwise (kernel 
 panic, triple fault, timeout, QEMU missing), 2 for bad usage.
 
 `test` runs: cargo fmt --check; clippy (-D warnings) on the host crates and on the kernel;
-the host crates' unit tests; a build of pagealloc for x86_64-unknown-none; every kernel test
-in QEMU (BIOS), some at several memory sizes (the table KERNEL_TEST_RUNS in this script),
+the host crates' unit tests; a 60-second fuzz run of pagealloc; a build of pagealloc for
+x86_64-unknown-none; every kernel test in QEMU (BIOS), some at several memory sizes and CPU
+counts (the table KERNEL_TEST_RUNS in this script), some also built with --release
+(KERNEL_RELEASE_RUNS),
 with the pixels they name checked in a screendump (BOOT_SCREEN_CHECK=1); the picture test
 through UEFI too; the memory console driven by kernel/tests/shell_script.txt; and a boot of
 the kernel through BIOS and through UEFI, each with a screendump. It prints each suite's
@@ -341,6 +343,9 @@ run_tests() {
   run_suite "clippy: kernel (x86_64-target.json)" check cargo kclippy -- -D warnings
   run_suite "host tests: boot" cargo cargo test -p boot
   run_suite "host tests: pagealloc" cargo cargo test -p pagealloc
+  # A minute of coverage-guided fuzzing of the allocator from its seed corpus (installs
+  # cargo-fuzz if missing; skipped with a message where it cannot be installed).
+  run_suite "fuzz smoke: pagealloc ops (60 s)" check bash kernel/pagealloc/fuzz/smoke.sh 60
   # The allocator crate on its own, for a bare-metal target, as another kernel would use it.
   run_suite "build: pagealloc for x86_64-unknown-none" check \
     cargo build -q -p pagealloc --target x86_64-unknown-none
