@@ -2010,13 +2010,23 @@ mod tests {
         use crate::consts::PHYS_ADDR_BITS;
         let top = 1u64 << PHYS_ADDR_BITS;
         let block_bytes = PALLOC_CHUNK_BYTES * PALLOC_CHUNKS_L2_ENTRIES as u64;
+        // One bit per block, filled a word at a time.
         let reference = |regions: &[AddrRange]| {
-            let mut seen = vec![false; (top / block_bytes) as usize];
+            let mut seen = vec![0u64; (top / block_bytes).div_ceil(64) as usize];
             for r in regions.iter().filter(|r| r.size() != 0) {
                 let (b0, b1) = l2_blocks_of(r);
-                seen[b0..=b1].fill(true);
+                let (w0, w1) = (b0 / 64, b1 / 64);
+                let lo = !0u64 << (b0 % 64);
+                let hi = !0u64 >> (63 - b1 % 64);
+                if w0 == w1 {
+                    seen[w0] |= lo & hi;
+                } else {
+                    seen[w0] |= lo;
+                    seen[w0 + 1..w1].fill(!0);
+                    seen[w1] |= hi;
+                }
             }
-            seen.iter().filter(|&&s| s).count()
+            seen.iter().map(|w| w.count_ones() as usize).sum::<usize>()
         };
         // The case: 32 regions over the 48-bit space, all overlapping.
         let nested: Vec<AddrRange> = (0..32u64)
