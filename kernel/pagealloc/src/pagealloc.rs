@@ -566,7 +566,8 @@ pub enum RangeOpError {
     ForeignAllocator {
         /// A page of the cache or batch (or the page being freed into it).
         page: u64,
-        /// [`HandedOut::id`] of the allocator the cache or batch belongs to.
+        /// [`HandedOut::id`] of the allocator the cache or batch belongs to (0 for a
+        /// cache the test support built without an allocator).
         owner: usize,
         /// [`HandedOut::id`] of the allocator it was used with.
         other: usize,
@@ -622,13 +623,6 @@ impl fmt::Display for RangeOpError {
                 "free of page {page:#x}: the free batch is full; return half of it first"
             ),
         }
-    }
-}
-
-impl RangeOpError {
-    /// Whether this is [`RangeOpError::Unaligned`].
-    pub const fn is_unaligned(&self) -> bool {
-        matches!(self, RangeOpError::Unaligned { .. })
     }
 }
 
