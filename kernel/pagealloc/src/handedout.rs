@@ -179,13 +179,17 @@ impl<'m> HandedOut<'m> {
     }
 
     fn take_slow(&self, base: u64, npages: usize) -> Result<(), u64> {
-        // Look first, so that a refused multi-word take rarely clears bits at all (a
-        // cleared bit briefly refuses other takes of the same page).
-        if npages > 64
-            && let Some(page) = self.first_not_handed_out(base, npages)
-        {
+        // Look first, so that a refused take rarely clears bits at all: a bit it clears
+        // and restores briefly refuses other takes of the same page.
+        if let Some(page) = self.first_not_handed_out(base, npages) {
             return Err(page);
         }
+        self.clear_all_or_restore(base, npages)
+    }
+
+    /// Clears every bit of the range, or restores exactly those it cleared and returns
+    /// the first page whose bit was clear.
+    fn clear_all_or_restore(&self, base: u64, npages: usize) -> Result<(), u64> {
         let mut taken = 0;
         let mut refused = None;
         for (addr, mask) in pieces(base, npages) {
@@ -219,6 +223,12 @@ impl<'m> HandedOut<'m> {
 mod tests {
     use super::*;
     use crate::consts::PALLOC_CHUNK_BYTES;
+
+    #[test]
+    fn the_handle_is_copy_send_and_sync() {
+        fn check<T: Copy + Send + Sync>() {}
+        check::<HandedOut<'static>>();
+    }
 
     #[test]
     fn pieces_split_at_words() {
@@ -255,6 +265,17 @@ mod tests {
         assert_eq!(h.take(PAGE_SIZE * 100, 41), Err(PAGE_SIZE * 133));
         assert_eq!(h.take(PAGE_SIZE * 2, 10), Err(PAGE_SIZE * 2));
         assert_eq!(h.first_not_handed_out(PAGE_SIZE * 3, 130), None);
+        // What a take that loses a race does: clears, meets a clear bit, restores.
+        let snapshot = |bits: &[AtomicU64]| -> alloc::vec::Vec<u64> {
+            bits.iter().map(|w| w.load(Ordering::Relaxed)).collect()
+        };
+        let before = snapshot(&bits);
+        assert_eq!(
+            h.clear_all_or_restore(PAGE_SIZE * 60, 80),
+            Err(PAGE_SIZE * 133)
+        );
+        assert_eq!(h.clear_all_or_restore(PAGE_SIZE, 8), Err(PAGE_SIZE));
+        assert_eq!(snapshot(&bits), before, "every cleared bit restored");
         assert_eq!(h.take(PAGE_SIZE * 3, 130), Ok(()));
         assert_eq!(h.take(PAGE_SIZE * 3, 1), Err(PAGE_SIZE * 3));
         assert!(bits.iter().all(|w| w.load(Ordering::Relaxed) == 0));

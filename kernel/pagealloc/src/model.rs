@@ -1428,7 +1428,8 @@ impl<'m> Harness<'m> {
                     return self.skip();
                 };
                 let (batch, held) = &mut self.batches[cpu];
-                let want = if want.is_unaligned() || !batch.is_full() {
+                let unaligned = matches!(want, RangeOpError::Unaligned { .. });
+                let want = if unaligned || !batch.is_full() {
                     want
                 } else {
                     RangeOpError::BatchFull { page: addr }

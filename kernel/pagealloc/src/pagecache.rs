@@ -21,7 +21,11 @@
 //! racing frees of one page (two CPUs, or an interrupt and the code it interrupted)
 //! exactly one sees the bit set: the other loses, with an error, whatever path each took.
 //! Every path that hands a page out sets its bit (`fetch_or`); finding it already set
-//! means the page was handed out twice, and panics. Flushes refuse pages that are not
+//! means the page was handed out twice, and panics. (A multi-page free that is refused
+//! first looks at the bits without changing them; only if a page's bit is cleared
+//! between that look and its own `fetch_and` does it clear bits it then restores, and a
+//! lock-free free of one of those pages in that instant is refused too. That takes a
+//! wrong multi-page free, one that covers a page its caller does not own.) Flushes refuse pages that are not
 //! held, and caches and batches that belong to another allocator.
 //!
 //! [`PageCache`] follows the structure of Go's `src/runtime/mpagecache.go` (Copyright The

@@ -442,29 +442,52 @@ const PEERS: [Peer2; 6] = [
     },
 ];
 
-/// The median of `runs` timed runs (each on a fresh allocator), after a checked one.
-fn measure(p: &Peer2, o: &Opts2, threads: usize) -> Result<f64, String> {
-    (p.run)(o, threads, true).map_err(|e| format!("CHECK FAILED: {e}"))?;
-    let mut v = Vec::new();
-    for _ in 0..o.runs {
-        v.push((p.run)(o, threads, false)?);
-    }
-    Ok(median(v))
+/// Medians over `runs` rounds (each on fresh allocators, after a checked run of each),
+/// one thread then two in every round, so that both see the same load on a shared
+/// machine; the ratio is the median of the rounds' ratios. With `also`, a third
+/// measurement (one thread) is taken in each round too.
+struct Measured {
+    one: f64,
+    two: f64,
+    ratio: f64,
+    also: Option<(f64, f64)>,
 }
 
-fn fmt_rate(r: &Result<f64, String>) -> String {
-    match r {
-        Ok(x) => format!("{:.1}", x / 1e6),
-        Err(e) => e.clone(),
+fn measure(p: &Peer2, o: &Opts2, also: Option<&Peer2>) -> Result<Measured, String> {
+    for threads in [1, 2] {
+        (p.run)(o, threads, true).map_err(|e| format!("CHECK FAILED: {e}"))?;
     }
+    if let Some(a) = also {
+        (a.run)(o, 1, true).map_err(|e| format!("CHECK FAILED: {e}"))?;
+    }
+    let (mut one, mut two, mut ratio, mut third, mut third_ratio) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..o.runs {
+        let a = (p.run)(o, 1, false)?;
+        let b = (p.run)(o, 2, false)?;
+        one.push(a);
+        two.push(b);
+        ratio.push(b / a);
+        if let Some(x) = also {
+            let c = (x.run)(o, 1, false)?;
+            third.push(c);
+            third_ratio.push(c / a);
+        }
+    }
+    Ok(Measured {
+        one: median(one),
+        two: median(two),
+        ratio: median(ratio),
+        also: also.map(|_| (median(third), median(third_ratio))),
+    })
 }
 
 pub(super) fn run(o: &Opts2) {
     let cores = std::thread::available_parallelism().map_or(0, NonZeroUsize::get);
     println!(
         "threads mode: single-page churn (free a random live page, allocate one), {LIVE} live pages \
-         and {} pairs per thread, {} MiB, seed {:#x}, median of {} runs after a checked run; \
-         {cores} hardware threads available",
+         and {} pairs per thread, {} MiB, seed {:#x}, medians of {} rounds (1 thread, then 2) \
+         after a checked run; {cores} hardware threads available",
         o.pairs,
         BYTES >> 20,
         o.seed,
@@ -473,40 +496,35 @@ pub(super) fn run(o: &Opts2) {
     println!();
     println!("| allocator | 1 thread, M pairs/s | 2 threads, M pairs/s (total) | 2 / 1 |");
     println!("|---|--:|--:|--:|");
-    let mut kernel_one = None;
+    let reference = Peer2 {
+        name: "uncontended reference",
+        run: no_lock_reference,
+    };
+    let mut kernel = None;
     for (k, p) in PEERS.iter().enumerate() {
-        let one = measure(p, o, 1);
-        let two = measure(p, o, 2);
-        let ratio = match (&one, &two) {
-            (Ok(a), Ok(b)) => format!("{:.2}x", b / a),
-            _ => "-".into(),
-        };
-        println!(
-            "| {} | {} | {} | {ratio} |",
-            p.name,
-            fmt_rate(&one),
-            fmt_rate(&two)
-        );
-        if k == 0 {
-            kernel_one = one.ok();
+        match measure(p, o, (k == 0).then_some(&reference)) {
+            Ok(m) => {
+                println!(
+                    "| {} | {:.1} | {:.1} | {:.2}x |",
+                    p.name,
+                    m.one / 1e6,
+                    m.two / 1e6,
+                    m.ratio
+                );
+                if k == 0 {
+                    kernel = m.also;
+                }
+            }
+            Err(e) => println!("| {} | {e} | | |", p.name),
         }
     }
-    let reference = measure(
-        &Peer2 {
-            name: "",
-            run: no_lock_reference,
-        },
-        o,
-        1,
-    );
     println!();
-    match (kernel_one, reference) {
-        (Some(k), Ok(r)) => println!(
+    if let Some((r, ratio)) = kernel {
+        println!(
             "uncontended reference (the same cache and batch, one thread, no lock): {:.1} M pairs/s; \
-             the kernel path on one thread takes {:.2}x its time per pair",
+             the kernel path on one thread takes {:.2}x its time per pair (median of the rounds)",
             r / 1e6,
-            r / k
-        ),
-        (_, r) => println!("uncontended reference: {}", fmt_rate(&r)),
+            ratio
+        );
     }
 }
