@@ -131,9 +131,18 @@ fn allocating_timer_hook() {
 /// frames it maps, so growth during a test would look like a leak.
 fn baseline() -> usize {
     held();
-    let room: Vec<u8> = Vec::with_capacity(4 << 20);
+    // `black_box`: an optimised build would drop an allocation that nothing uses.
+    let room: Vec<u8> = core::hint::black_box(Vec::with_capacity(4 << 20));
     drop(room);
+    assert!(mm::heap::stats().size >= 4 << 20, "the heap did not grow");
     mm::stats().free_pages
+}
+
+/// Removes the timer hook and waits until no CPU is still inside it (a CPU runs a job
+/// only outside its interrupt handlers).
+fn stop_timer_hook() {
+    interrupts::set_timer_hook(None);
+    smp::run_on_all_cpus(&|_| {});
 }
 
 fn assert_all_back(baseline: usize) {
@@ -207,7 +216,7 @@ fn all_cpus_churn_every_kind_of_allocation() {
         }
         live.into_iter().for_each(Stamped::release);
     });
-    interrupts::set_timer_hook(None);
+    stop_timer_hook();
     serial_println!(
         "{} operations on {} CPUs, {} in timer hooks",
         ops.load(Ordering::Relaxed),
@@ -325,7 +334,7 @@ fn an_interrupt_racing_a_free_loses_or_wins_exactly_once() {
             iterations.fetch_add(1, Ordering::Relaxed);
         }
     });
-    interrupts::set_timer_hook(None);
+    stop_timer_hook();
     let (n, m) = (
         iterations.load(Ordering::Relaxed),
         main_wins.load(Ordering::Relaxed),
