@@ -34,10 +34,8 @@ const LVT_EXTINT: u32 = 0b111 << 8;
 const LVT_NMI: u32 = 0b100 << 8;
 const ICR_INIT: u32 = 0b101 << 8;
 const ICR_STARTUP: u32 = 0b110 << 8;
-const ICR_NMI: u32 = 0b100 << 8;
 const ICR_LEVEL_ASSERT: u32 = 1 << 14;
 const ICR_DELIVERY_PENDING: u32 = 1 << 12;
-const ICR_ALL_BUT_SELF: u32 = 0b11 << 18;
 /// Divide the bus clock by 16 for the timer.
 const TIMER_DIVIDE_BY_16: u32 = 0b0011;
 
@@ -158,11 +156,6 @@ pub fn send_startup(apic_id: u32, page: u8) {
 /// Sends a fixed interrupt `vector` to the CPU with `apic_id`.
 pub fn send_fixed(apic_id: u32, vector: u8) {
     send_ipi(apic_id, ICR_LEVEL_ASSERT | u32::from(vector));
-}
-
-/// Sends an NMI to every CPU but this one.
-pub fn send_nmi_to_others() {
-    send_ipi(0, ICR_NMI | ICR_LEVEL_ASSERT | ICR_ALL_BUT_SELF);
 }
 
 /// Starts the timer counting down from `u32::MAX` (divided by 16), masked, one-shot.
