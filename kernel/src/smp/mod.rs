@@ -4,7 +4,7 @@
 //! How a CPU comes up (all in [`init`], on the bootstrap CPU, before interrupts are on):
 //! 1. [`acpi`] finds the MADT from the RSDP the bootloader found and lists the CPUs;
 //! 2. [`lapic`] enables the bootstrap CPU's local APIC; its timer and the TSC are
-//!    calibrated once against the PIT (the PIT's IRQ 0 is masked after that: every CPU,
+//!    calibrated once against the PIT (median of three 30 ms runs) (the PIT's IRQ 0 is masked after that: every CPU,
 //!    the bootstrap one included, ticks from its own local APIC timer at
 //!    [`TIMER_HZ`](crate::interrupts::TIMER_HZ));
 //! 3. each AP gets a stack and a double-fault stack in a region of the kernel's address
@@ -56,8 +56,8 @@ pub const AP_START_TIMEOUT_MS: u64 = 500;
 /// Vector of the IPI that wakes a CPU for a job.
 pub const WAKE_VECTOR: u8 = 0xf0;
 
-/// PIT ticks over which the local APIC timer and the TSC are calibrated.
-const CALIBRATION_TICKS: u64 = 5;
+/// PIT ticks over which the local APIC timer and the TSC are calibrated (three times).
+const CALIBRATION_TICKS: u64 = 3;
 
 /// Pages of each AP's kernel stack (a guard page below it stays unmapped).
 pub const AP_STACK_PAGES: u64 = 16;
@@ -262,25 +262,28 @@ fn init_inner(rsdp_addr: Option<u64>, report: &mut SmpReport) -> Result<(), Stri
     Ok(())
 }
 
-/// Measures the local APIC timer and the TSC over [`CALIBRATION_TICKS`] PIT ticks.
-/// Returns (timer counts per tick, TSC cycles per ms).
+/// Measures the local APIC timer and the TSC against the PIT: three times over
+/// [`CALIBRATION_TICKS`] ticks, keeping the median of each (a busy host can delay one
+/// tick's interrupt by milliseconds). Returns (timer counts per tick, TSC cycles per ms).
 fn calibrate() -> Option<(u32, u64)> {
+    let mut counts = [0u64; 3];
+    let mut tsc = [0u64; 3];
     x86_64::instructions::interrupts::enable();
-    // Start on a tick's edge.
-    let ok = interrupts::wait_ticks(1);
-    let t0 = rdtsc();
-    lapic::start_calibration(APIC_TIMER_VECTOR);
-    let ok = ok && interrupts::wait_ticks(CALIBRATION_TICKS);
-    let counts = lapic::stop_calibration();
-    let t1 = rdtsc();
+    let mut ok = true;
+    for i in 0..3 {
+        // Start on a tick's edge.
+        ok &= interrupts::wait_ticks(1);
+        let t0 = rdtsc();
+        lapic::start_calibration(APIC_TIMER_VECTOR);
+        ok &= interrupts::wait_ticks(CALIBRATION_TICKS);
+        counts[i] = u64::from(lapic::stop_calibration());
+        tsc[i] = rdtsc() - t0;
+    }
     x86_64::instructions::interrupts::disable();
+    counts.sort_unstable();
+    tsc.sort_unstable();
     let ms = CALIBRATION_TICKS * 1000 / u64::from(interrupts::TIMER_HZ);
-    ok.then(|| {
-        (
-            (u64::from(counts) / CALIBRATION_TICKS) as u32,
-            ((t1 - t0) / ms).max(1),
-        )
-    })
+    ok.then(|| ((counts[1] / CALIBRATION_TICKS) as u32, (tsc[1] / ms).max(1)))
 }
 
 /// INIT-SIPI-SIPI for one AP; waits for it to report in.
