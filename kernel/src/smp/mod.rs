@@ -336,6 +336,12 @@ pub fn ap_stack(cpu: usize) -> Option<core::ops::Range<u64>> {
     (cpu > 0 && cpu < cpus_online()).then(|| stack_top(cpu) - AP_STACK_PAGES * 4096..stack_top(cpu))
 }
 
+/// The virtual range `[start, end)` of AP `cpu`'s double-fault stack (its IST entry).
+pub fn ap_double_fault_stack(cpu: usize) -> Option<core::ops::Range<u64>> {
+    (cpu > 0 && cpu < cpus_online())
+        .then(|| df_stack_top(cpu) - AP_DF_STACK_PAGES * 4096..df_stack_top(cpu))
+}
+
 /// Maps the stacks of CPUs 1..=aps in a free top-level entry of the kernel's upper half.
 fn map_stacks(aps: usize) -> Result<(), mm::FrameError> {
     x86_64::instructions::interrupts::without_interrupts(|| {
