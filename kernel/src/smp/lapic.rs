@@ -51,6 +51,18 @@ pub enum LapicError {
     Disabled,
 }
 
+impl core::fmt::Display for LapicError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            LapicError::X2ApicMode => write!(
+                f,
+                "the firmware left the local APIC in x2APIC mode, which this kernel does not drive"
+            ),
+            LapicError::Disabled => write!(f, "the firmware disabled the local APIC"),
+        }
+    }
+}
+
 /// Finds the bootstrap CPU's local APIC and enables it: spurious vector, error vector,
 /// LINT0 as the PICs' virtual wire, LINT1 as NMI. Returns the registers' physical address.
 pub fn init_bsp(spurious: u8, error: u8) -> Result<u64, LapicError> {

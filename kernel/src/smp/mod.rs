@@ -206,8 +206,7 @@ pub fn init(rsdp_addr: Option<u64>) {
 fn init_inner(rsdp_addr: Option<u64>, report: &mut SmpReport) -> Result<(), String> {
     let madt = acpi::read_madt(rsdp_addr).map_err(|e| format!("{e}"))?;
     report.listed = madt.cpus.len();
-    lapic::init_bsp(APIC_SPURIOUS_VECTOR, APIC_ERROR_VECTOR)
-        .map_err(|e| format!("local APIC unusable: {e:?}"))?;
+    lapic::init_bsp(APIC_SPURIOUS_VECTOR, APIC_ERROR_VECTOR).map_err(|e| format!("{e}"))?;
     let bsp = lapic::id();
     CPUS[0].apic_id.store(bsp, Ordering::Relaxed);
 
@@ -525,6 +524,8 @@ pub fn enter_panic() {
         .map_or_else(|first| first, |_| me);
     if first != me {
         x86_64::instructions::interrupts::disable();
+        // The first CPU's report may need the serial port this CPU was printing with.
+        crate::serial::release_if_held_here();
         crate::hlt_loop();
     }
     if me != 0 || cpus_online() > 1 {
@@ -533,6 +534,12 @@ pub fn enter_panic() {
             CPUS[me].apic_id.load(Ordering::Relaxed)
         );
     }
+}
+
+/// The CPU reporting a panic, if one is.
+pub fn panicking_cpu() -> Option<usize> {
+    let cpu = PANICKING.load(Ordering::Acquire);
+    (cpu != usize::MAX).then_some(cpu)
 }
 
 /// Whether this CPU is reporting a panic (the serial port then takes its own lock back).
