@@ -29,11 +29,12 @@ KERNEL_TEST_RUNS=(
   "mm_interrupts 128M 1 120"
   "mm_interrupts 1G 1 120"
   # Several CPUs (multi-threaded TCG): bring-up, per-CPU data, timers, jobs on every CPU;
-  # and a panic on an application processor.
+  # a panic and a stack overflow on an application processor.
   "smp 512M 1 120"
   "smp 512M 2 120"
   "smp 512M 4 180"
   "smp_panic 512M 2 60"
+  "smp_stack_overflow 512M 2 60"
   # Several CPUs racing on the frame allocator (multi-threaded TCG).
   "mm_smp 512M 2 240"
   "mm_smp 256M 4 300"

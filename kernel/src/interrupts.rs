@@ -115,10 +115,12 @@ pub fn apic_spurious_and_errors() -> (u64, u64) {
 
 /// Sets the function the timer handler calls on every tick of every CPU (in interrupt
 /// context, with interrupts disabled on that CPU; several CPUs may run it at once), or
-/// removes it with `None`. Returns the previous hook.
+/// removes it with `None`. Returns the previous hook once no CPU runs it any more (so what
+/// it holds is back when this returns). Not from the hook itself: it would wait for itself.
 pub fn set_timer_hook(hook: Option<fn()>) -> Option<fn()> {
-    // The handler never waits for this lock (it skips a tick instead), and with interrupts
-    // off it cannot run on this CPU while we hold it.
+    // Each running hook holds a read guard: the write lock waits for them to finish. The
+    // handler never waits for this lock (it skips a tick instead), and with interrupts off
+    // the hook cannot start on this CPU while we wait.
     x86_64::instructions::interrupts::without_interrupts(|| {
         core::mem::replace(&mut *TIMER_HOOK.write(), hook)
     })
@@ -193,9 +195,10 @@ extern "x86-interrupt" fn general_protection_fault_handler(
 /// One tick on this CPU: count it and run the hook.
 fn tick() {
     smp::this_cpu().ticks.fetch_add(1, Ordering::Relaxed);
-    // Copy the hook out so the lock is not held while it runs.
-    let hook = TIMER_HOOK.try_read().and_then(|hook| *hook);
-    if let Some(hook) = hook {
+    // The read guard is held while the hook runs, so `set_timer_hook` can wait for it.
+    if let Some(guard) = TIMER_HOOK.try_read()
+        && let Some(hook) = *guard
+    {
         hook();
     }
 }

@@ -45,11 +45,23 @@ fn lock_port() -> PortGuard {
         }
         if OWNER.load(Ordering::Relaxed) == me && crate::smp::panicking_here() {
             // This CPU panicked while printing: the holder below us will never run again.
+            // Forget the owner first: whoever takes the lock next records itself.
+            OWNER.store(usize::MAX, Ordering::Relaxed);
             // SAFETY: the only holder is this CPU's interrupted print, which never resumes
             // (the panic handler ends the run), so no one else uses the port.
             unsafe { COM1.force_unlock() };
         }
         core::hint::spin_loop();
+    }
+}
+
+/// Releases the port's lock if this CPU holds it: for a CPU that stops for good in the
+/// middle of a print (a second CPU panicking while the first reports).
+pub(crate) fn release_if_held_here() {
+    if OWNER.load(Ordering::Relaxed) == crate::smp::cpu_id() {
+        OWNER.store(usize::MAX, Ordering::Relaxed);
+        // SAFETY: this CPU holds the lock and never resumes the print that took it.
+        unsafe { COM1.force_unlock() };
     }
 }
 

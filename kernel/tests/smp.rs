@@ -124,6 +124,29 @@ fn every_cpu_ticks_and_runs_the_timer_hook() {
     );
 }
 
+static IN_HOOK: AtomicUsize = AtomicUsize::new(0);
+static SLOW_HOOK_RUNS: AtomicU64 = AtomicU64::new(0);
+
+fn slow_hook() {
+    IN_HOOK.fetch_add(1, Ordering::SeqCst);
+    for _ in 0..2000 {
+        core::hint::spin_loop();
+    }
+    SLOW_HOOK_RUNS.fetch_add(1, Ordering::Relaxed);
+    IN_HOOK.fetch_sub(1, Ordering::SeqCst);
+}
+
+#[test_case]
+fn removing_the_timer_hook_waits_for_every_cpu_running_it() {
+    for round in 0..20 {
+        interrupts::set_timer_hook(Some(slow_hook));
+        assert!(interrupts::wait_ticks(2));
+        interrupts::set_timer_hook(None);
+        assert_eq!(IN_HOOK.load(Ordering::SeqCst), 0, "round {round}");
+    }
+    assert!(SLOW_HOOK_RUNS.load(Ordering::Relaxed) >= 20);
+}
+
 #[test_case]
 fn jobs_run_exactly_once_per_cpu_over_many_rounds() {
     const ROUNDS: u64 = 3000;

@@ -1,7 +1,9 @@
 //! A test kernel that passes only if a panic on an application processor reaches the panic
 //! handler on that CPU, with its message, while that CPU holds the serial port's lock (the
-//! panic comes from inside a `serial_println!`): the report must not wait for itself.
-//! Run at 2 CPUs (see run-qemu.sh); at 1 CPU the bootstrap CPU panics instead.
+//! panic comes from inside a `serial_println!`): the report must not wait for itself. The
+//! other CPUs then panic inside a print too: they must stop without a word and without
+//! keeping the port's lock. Run at 2 CPUs (see run-qemu.sh); at 1 CPU the bootstrap CPU
+//! panics instead.
 
 #![no_std]
 #![no_main]
@@ -31,7 +33,14 @@ fn target() -> usize {
 fn main(boot_info: &'static mut BootInfo) -> ! {
     kernel::init(boot_info);
     serial_print!("smp_panic::a_panic_on_an_ap_is_reported...\t");
-    let _ = smp::run_on_cpu(target(), &|_| serial_println!("{}", PanicsWhenShown));
+    smp::run_on_all_cpus(&|cpu| {
+        if cpu != target() {
+            while smp::panicking_cpu().is_none() {
+                core::hint::spin_loop();
+            }
+        }
+        serial_println!("{}", PanicsWhenShown);
+    });
     serial_println!("[failed]");
     serial_println!("the job did not panic");
     testing::finish(0, 1)

@@ -34,10 +34,8 @@ const LVT_EXTINT: u32 = 0b111 << 8;
 const LVT_NMI: u32 = 0b100 << 8;
 const ICR_INIT: u32 = 0b101 << 8;
 const ICR_STARTUP: u32 = 0b110 << 8;
-const ICR_NMI: u32 = 0b100 << 8;
 const ICR_LEVEL_ASSERT: u32 = 1 << 14;
 const ICR_DELIVERY_PENDING: u32 = 1 << 12;
-const ICR_ALL_BUT_SELF: u32 = 0b11 << 18;
 /// Divide the bus clock by 16 for the timer.
 const TIMER_DIVIDE_BY_16: u32 = 0b0011;
 
@@ -51,6 +49,18 @@ pub enum LapicError {
     X2ApicMode,
     /// The firmware disabled the local APIC globally.
     Disabled,
+}
+
+impl core::fmt::Display for LapicError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            LapicError::X2ApicMode => write!(
+                f,
+                "the firmware left the local APIC in x2APIC mode, which this kernel does not drive"
+            ),
+            LapicError::Disabled => write!(f, "the firmware disabled the local APIC"),
+        }
+    }
 }
 
 /// Finds the bootstrap CPU's local APIC and enables it: spurious vector, error vector,
@@ -158,11 +168,6 @@ pub fn send_startup(apic_id: u32, page: u8) {
 /// Sends a fixed interrupt `vector` to the CPU with `apic_id`.
 pub fn send_fixed(apic_id: u32, vector: u8) {
     send_ipi(apic_id, ICR_LEVEL_ASSERT | u32::from(vector));
-}
-
-/// Sends an NMI to every CPU but this one.
-pub fn send_nmi_to_others() {
-    send_ipi(0, ICR_NMI | ICR_LEVEL_ASSERT | ICR_ALL_BUT_SELF);
 }
 
 /// Starts the timer counting down from `u32::MAX` (divided by 16), masked, one-shot.
