@@ -1,12 +1,13 @@
 //! Several CPUs: the application processors (APs) started from ACPI's MADT, per-CPU data
 //! through `GS`, each CPU's local APIC timer, and jobs run on every CPU at once.
 //!
-//! How a CPU comes up (all in [`init`], on the bootstrap CPU, before interrupts are on):
+//! How a CPU comes up (all in [`init`], on the bootstrap CPU, before `kernel::init` turns
+//! interrupts on for good):
 //! 1. [`acpi`] finds the MADT from the RSDP the bootloader found and lists the CPUs;
 //! 2. [`lapic`] enables the bootstrap CPU's local APIC; its timer and the TSC are
-//!    calibrated once against the PIT (median of three 30 ms runs) (the PIT's IRQ 0 is masked after that: every CPU,
-//!    the bootstrap one included, ticks from its own local APIC timer at
-//!    [`TIMER_HZ`](crate::interrupts::TIMER_HZ));
+//!    calibrated once against the PIT's interrupts (median of three 30 ms runs). The PIT's
+//!    IRQ 0 is masked after that: every CPU, the bootstrap one included, ticks from its
+//!    own local APIC timer at [`TIMER_HZ`](crate::interrupts::TIMER_HZ);
 //! 3. each AP gets a stack and a double-fault stack in a region of the kernel's address
 //!    space with unmapped guard pages around them;
 //! 4. [`trampoline`] copies the real-mode start-up code into a frame below 1 MiB (taken
