@@ -28,6 +28,7 @@ KERNEL_TEST_RUNS=(
   "mm_address_spaces 5G 1 120"
   "mm_interrupts 128M 1 120"
   "mm_interrupts 1G 1 120"
+  "mm_interrupts 512M 4 120"
   # Several CPUs (multi-threaded TCG): bring-up, per-CPU data, timers, jobs on every CPU;
   # a panic and a stack overflow on an application processor.
   "smp 512M 1 120"
