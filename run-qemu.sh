@@ -61,7 +61,8 @@ panic, triple fault, timeout, QEMU missing), 2 for bad usage.
 the host crates' unit tests; a build of pagealloc for x86_64-unknown-none; every kernel test
 in QEMU (BIOS), some at several memory sizes (the table KERNEL_TEST_RUNS in this script),
 with the pixels they name checked in a screendump (BOOT_SCREEN_CHECK=1); the picture test
-through UEFI too; the memory console driven by kernel/tests/shell_script.txt; and a boot of
+through UEFI too; the memory console driven by kernel/tests/shell_script.txt; the example
+kernel of the allocator guide (examples/guide-kernel); and a boot of
 the kernel through BIOS and through UEFI, each with a screendump. It prints each suite's
 result, then a summary, and fails if anything failed.
 
@@ -305,6 +306,23 @@ boot_kernel_check() {
   return "$status"
 }
 
+# The example kernel of kernel/pagealloc/GUIDE.md section 10 (examples/guide-kernel): clippy,
+# then a boot at 128 MiB; it checks itself and must print its closing line. Its output is
+# kept for the guide's transcript check.
+guide_kernel_check() {
+  cargo kguide-clippy -q -- -D warnings || return 1
+  local out="$LOG_DIR/guide-kernel.out"
+  set +e
+  env BOOT_MEMORY=128M BOOT_TIMEOUT=60 BOOT_UEFI=0 cargo kguide -q 2>&1 | tee "$out"
+  local status=${PIPESTATUS[0]}
+  set -e
+  if ((status == 0)) && ! grep -q '^guide-kernel: invariants hold; every check passed' "$out"; then
+    echo "run-qemu.sh: the guide's kernel exited 0 but did not print its closing line"
+    status=1
+  fi
+  return "$status"
+}
+
 run_tests() {
   if (($#)); then
     [[ $1 == -h || $1 == --help ]] && { usage; exit 0; }
@@ -347,6 +365,7 @@ run_tests() {
   run_suite "kernel shell: serial script (BIOS)" check \
     env BOOT_SERIAL_SCRIPT=kernel/tests/shell_script.txt BOOT_TIMEOUT=60 BOOT_UEFI=0 \
     cargo kshell -q
+  run_suite "example kernel of GUIDE.md section 10 (128M, BIOS)" check guide_kernel_check
   run_suite "kernel boot (BIOS)" check boot_kernel_check BIOS
   run_suite "kernel boot (UEFI)" check boot_kernel_check UEFI --uefi
 
