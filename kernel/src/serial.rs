@@ -21,8 +21,13 @@ pub const COM1_PORT: u16 = 0x3f8;
 /// The PIC line COM1 interrupts on.
 pub const COM1_IRQ: u8 = 4;
 
-/// Bytes received and not yet read. Typing outpaces no reader, so a few lines suffice.
-static RX: ByteRing<256> = ByteRing::new();
+/// Bytes the receive queue holds: typing outpaces no reader, so a few lines suffice; a
+/// longer burst loses bytes, which [`input_dropped`] counts (the console then refuses the
+/// line instead of running part of it).
+pub const RX_CAPACITY: usize = 256;
+
+/// Bytes received and not yet read.
+static RX: ByteRing<RX_CAPACITY> = ByteRing::new();
 /// Bytes dropped because [`RX`] was full.
 static RX_DROPPED: AtomicU64 = AtomicU64::new(0);
 
