@@ -50,7 +50,8 @@ Boot options:
                   each step and waits for a key at the end; no timeout
   --screendump FILE
                   save the picture to FILE (PNG if it ends in .png, else PPM) when
-                  the kernel offers it (the demo's step with frames of every kind)
+                  the kernel offers it (the demo's step with frames of every kind;
+                  not with --shell, whose console draws no picture)
   -h, --help      show this help
   --              pass everything after it to QEMU, e.g. -- -d int,cpu_reset
 
@@ -183,6 +184,9 @@ run_kernel() {
     shift
   done
 
+  if [[ $alias == kshell ]] && [[ " ${boot_args[*]} " == *" --screendump "* ]]; then
+    usage_error "--screendump saves the demo's picture, which the memory console (--shell) does not draw; use one or the other"
+  fi
   ensure_toolchain
   ensure_qemu "$uefi"
   # Build the host tool first so its (slow, first-time) build shows progress; as the
