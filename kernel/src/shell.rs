@@ -309,13 +309,17 @@ impl Console {
 
     fn stats(&self, out: &mut dyn Write) -> fmt::Result {
         let s = mm::stats();
+        let size = |pages: usize| Size(pages as u64 * PAGE_SIZE);
         writeln!(
             out,
-            "frames: {} managed, {} free ({} in page caches), {} in use; metadata {}",
+            "frames of 4 KiB: {} managed ({}), {} free ({}; {} in page caches), {} in use ({}); metadata {}",
             s.total_pages,
+            size(s.total_pages),
             s.free_pages,
+            size(s.free_pages),
             s.cached_pages,
             s.used_pages,
+            size(s.used_pages),
             Size(s.metadata_bytes as u64)
         )?;
         for z in Zone::ALL {
