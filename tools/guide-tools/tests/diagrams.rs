@@ -176,7 +176,7 @@ fn one_level() -> String {
     let mut md = HeapMetadata::new(&layout);
     let mut pa = fragmented_chunks(&mut md, layout);
     let want = 200;
-    let leaves: Vec<PallocSum> = pa.summary_level(SUMMARY_LEVELS - 1)[..8].to_vec();
+    let leaves: Vec<PallocSum> = pa.summary_level(SUMMARY_LEVELS - 1).unwrap()[..8].to_vec();
     let rows: Vec<Vec<bool>> = (0..8)
         .map(|c| {
             let d = pa.chunk_data(ChunkIdx(c)).unwrap();
@@ -275,7 +275,7 @@ fn tree() -> String {
     let mut i = 0usize;
     let mut ended = false;
     for l in 0..SUMMARY_LEVELS {
-        let level = pa.summary_level(l);
+        let level = pa.summary_level(l).unwrap();
         let first = if l == 0 { 0 } else { i * 8 };
         let len = if l == 0 { level.len() } else { 8 };
         let j0 = ((search >> LEVEL_SHIFT[l]) as usize)
