@@ -435,9 +435,9 @@ run_tests() {
     env BOOT_UEFI=1 BOOT_SCREEN_CHECK=1 cargo ktest -q --test screen
 
   # The memory console, typed into through the serial port (see the script for its format).
-  run_suite "kernel shell: serial script (BIOS)" check \
+  run_suite "kernel shell: serial script (BIOS, 2 CPUs)" check \
     env BOOT_SERIAL_SCRIPT=kernel/tests/shell_script.txt BOOT_TIMEOUT=60 BOOT_UEFI=0 \
-    cargo kshell -q
+    BOOT_SMP=2 cargo kshell -q
   run_suite "example kernel of GUIDE.md section 10 (128M, BIOS)" check guide_kernel_check
   run_suite "kernel boot (BIOS)" check boot_kernel_check BIOS
   run_suite "kernel boot (UEFI)" check boot_kernel_check UEFI --uefi

@@ -9,6 +9,7 @@
 //! The console never holds the frame allocator's lock while it formats output or uses
 //! the heap: growing the heap takes frames, which takes that lock.
 
+pub mod churn;
 pub mod line;
 pub mod parse;
 pub mod show;
@@ -217,6 +218,7 @@ impl Console {
                 )?,
             },
             Command::Fill(percent) => self.fill(percent, out)?,
+            Command::Churn(pairs) => churn::run(pairs, out)?,
             Command::Check => match frames::check_invariants() {
                 Ok(()) => {
                     writeln!(out, "check: every invariant holds in every zone")?;
@@ -1062,6 +1064,22 @@ mod tests {
         let mut out = String::new();
         assert_eq!(c.execute_line(line, &mut out), Flow::Continue, "{line}");
         out
+    }
+
+    #[test_case]
+    fn churn_gives_every_frame_back() {
+        let mut c = console();
+        let out = run(&mut c, "churn 300");
+        assert!(
+            out.contains("300 single-frame alloc+free pairs each"),
+            "{out}"
+        );
+        assert!(
+            out.contains("(all back); 0 frames found with another CPU's stamp"),
+            "{out}"
+        );
+        assert!(!out.contains("out of memory"), "{out}");
+        assert!(run(&mut c, "churn 0").contains("N is 1 to 1000000"));
     }
 
     /// The base address in "allocated N frames at 0xBASE..".

@@ -218,6 +218,8 @@ fn known_cells_are_drawn_in_their_colours() {
     );
     assert_eq!(totals.heap_frames as u64, heap::stats().size as u64 / FRAME);
     assert!(totals.table_frames >= tables.len());
+    // The frames each CPU holds add up to what the allocator counts in CPU caches.
+    assert_eq!(totals.cpu_held.iter().sum::<usize>(), stats.cached_pages);
 
     for k in &known {
         assert_eq!(

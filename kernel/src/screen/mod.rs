@@ -395,6 +395,23 @@ pub fn finish() {
     }
 }
 
+/// The free frames each CPU holds, for the header: "CPU caches 45" or "CPU caches
+/// 45+61+...".
+struct CpuHeld<'a>(&'a [usize]);
+
+impl core::fmt::Display for CpuHeld<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("CPU caches ")?;
+        for (i, n) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("+")?;
+            }
+            write!(f, "{n}")?;
+        }
+        Ok(())
+    }
+}
+
 impl Screen {
     /// Draws `snapshot`, repainting only what changed since the last time: on the first
     /// call everything, later the header lines whose text changed and the cells whose
@@ -412,13 +429,14 @@ impl Screen {
                 Size(l.cell_bytes())
             )),
             FmtBuf::format(format_args!(
-                "frames: {} free, {} used, {} total; heap {}, page tables {}, metadata {}",
+                "frames: {} free, {} used, {} total; heap {}, page tables {}, metadata {}; {}",
                 t.free_frames,
                 t.used_frames,
                 t.total_frames,
                 t.heap_frames,
                 t.table_frames,
-                t.metadata_frames
+                t.metadata_frames,
+                CpuHeld(&t.cpu_held[..crate::smp::cpus_online()])
             )),
             FmtBuf::format(format_args!(
                 "largest free run: {} frames ({}) at {:#x}; the next search starts at {:#x}",

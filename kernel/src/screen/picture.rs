@@ -158,6 +158,9 @@ pub struct Totals {
     pub table_frames: usize,
     /// Frames of allocator metadata.
     pub metadata_frames: usize,
+    /// Free frames each CPU holds in its page cache and batches (counted in
+    /// `free_frames`), for the CPUs online.
+    pub cpu_held: [usize; crate::smp::MAX_CPUS],
 }
 
 /// The state of every cell at one moment.
@@ -191,6 +194,7 @@ impl Snapshot {
                 heap_frames: 0,
                 table_frames: 0,
                 metadata_frames: 0,
+                cpu_held: [0; crate::smp::MAX_CPUS],
             },
             kernel_tables: [0; MAX_CELLS / 64],
             kernel_table_frames: 0,
@@ -286,6 +290,7 @@ impl Snapshot {
                 }
             }
         });
+        totals.cpu_held = cached.per_cpu();
         for (base, free) in cached.iter() {
             if free == 0 {
                 continue;

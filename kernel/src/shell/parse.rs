@@ -55,6 +55,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "check",
         "run the allocator's invariant checks on every zone",
     ),
+    (
+        "churn",
+        "churn [N]",
+        "every CPU at once allocates and frees N single frames (default 1000); per-CPU counts",
+    ),
     ("heap", "heap", "the kernel heap's size and use"),
     (
         "aspace",
@@ -205,6 +210,8 @@ pub enum Command {
     Fill(u8),
     /// `check`
     Check,
+    /// `churn [N]`: pairs per CPU.
+    Churn(u32),
     /// `heap`
     Heap,
     /// `aspace ...`
@@ -370,6 +377,17 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, ParseError<'_>> {
         "chunk" => match args {
             [] => Command::Chunk(None),
             [addr] => Command::Chunk(Some(number(addr).map_err(|e| bad(Why::Number(e)))?)),
+            [_, extra, ..] => return Err(bad(Why::Unexpected(extra))),
+        },
+        "churn" => match args {
+            [] => Command::Churn(1000),
+            [n] => {
+                let n = parse_number(n).map_err(|e| bad(Why::Number(e)))?;
+                if n.suffixed || n.value == 0 || n.value > 1_000_000 {
+                    return Err(bad(Why::Range("N is 1 to 1000000")));
+                }
+                Command::Churn(n.value as u32)
+            }
             [_, extra, ..] => return Err(bad(Why::Unexpected(extra))),
         },
         "fill" => match args {
