@@ -27,7 +27,7 @@ pub fn find_counting(pa: &PageAlloc<'_>, npages: usize) -> (Option<u64>, Cost) {
     let mut i = 0usize;
     for l in 0..SUMMARY_LEVELS {
         i <<= LEVEL_BITS[l];
-        let level = pa.summary_level(l);
+        let level = pa.summary_level(l).expect("a level of the tree");
         let (first, len) = if l == 0 {
             (0, level.len())
         } else {

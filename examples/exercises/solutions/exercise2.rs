@@ -15,7 +15,12 @@ pub fn best_fit(pa: &PageAlloc<'_>, npages: usize) -> Option<u64> {
     };
     // The free run carried from the chunks before: `run` pages from `run_base`.
     let (mut run, mut run_base) = (0usize, 0u64);
-    for (c, &sum) in pa.summary_level(SUMMARY_LEVELS - 1).iter().enumerate() {
+    for (c, &sum) in pa
+        .summary_level(SUMMARY_LEVELS - 1)
+        .expect("the leaf level")
+        .iter()
+        .enumerate()
+    {
         let base = ChunkIdx(c).base();
         if sum == FREE_CHUNK_SUM {
             if run == 0 {

@@ -20,7 +20,9 @@ fn find_top_down(pa: &PageAlloc<'_>, npages: usize) -> Option<u64> {
     let at_top = |top: u64| top - npages as u64 * PAGE_SIZE;
     // The free run carried down from the chunks above: `run` pages below `run_top`.
     let (mut run, mut run_top) = (0usize, 0u64);
-    let leaves = pa.summary_level(SUMMARY_LEVELS - 1);
+    let leaves = pa
+        .summary_level(SUMMARY_LEVELS - 1)
+        .expect("the leaf level");
     for c in (0..leaves.len()).rev() {
         let sum = leaves[c];
         let base = ChunkIdx(c).base();
