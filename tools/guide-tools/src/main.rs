@@ -146,8 +146,23 @@ fn parse_marker(line: &str) -> Option<Marker> {
         .map(|p| Marker::Quote(p.trim().to_string()))
 }
 
-/// Replaces hex numbers by `0x?`, and with `numbers` every number by `?`.
+/// Replaces hex numbers by `0x?`, and with `numbers` every number by `?` and every run of
+/// spaces by one (right-aligned columns move when a number's width changes).
 fn mask(line: &str, numbers: bool) -> String {
+    let masked = mask_digits(line, numbers);
+    if !numbers {
+        return masked;
+    }
+    let mut out = String::with_capacity(masked.len());
+    for c in masked.chars() {
+        if !(c == ' ' && out.ends_with(' ')) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn mask_digits(line: &str, numbers: bool) -> String {
     let b = line.trim_end().as_bytes();
     let mut out = String::new();
     let mut i = 0;
@@ -234,6 +249,12 @@ mod tests {
         );
         assert_eq!(mask("L4 is x86_64", true), "L? is x?_?");
         assert_eq!(mask("trailing   ", false), "trailing");
+        // Right-aligned columns: the width of a number moves the spaces before it.
+        assert_eq!(
+            mask("  0x1000  9 MiB", true),
+            mask("  0x1000  7.9 MiB", true)
+        );
+        assert_ne!(mask("a  b", false), mask("a b", false));
     }
 
     #[test]
