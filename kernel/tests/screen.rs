@@ -259,6 +259,17 @@ fn known_cells_are_drawn_in_their_colours() {
             );
         }
     }
+    // The search address's mark, in the cell that holds it.
+    if let Some(i) = l.search_mark(totals.search_addr) {
+        let (x, y, m) = l.mark_rect(i);
+        pixels.push(Pixel {
+            x: x + m / 2,
+            y: y + m / 2,
+            rgb: shown(screen::TEXT, format),
+            what: "the search address's mark",
+            cell: Some(i),
+        });
+    }
     // The legend's swatches, and the first letter of the title, "P":
     // row 0 of its glyph is `11110`.
     let swatch = l.swatch();

@@ -174,6 +174,24 @@ impl Layout {
         (i < self.ncells as u64).then_some(i as usize)
     }
 
+    /// The cell that holds `search_addr`, if it is on the grid and its cells are big
+    /// enough for a mark ([`pagealloc::MAX_SEARCH_ADDR`] means no page is free).
+    pub fn search_mark(&self, search_addr: u64) -> Option<usize> {
+        let (_, _, side) = self.cell_rect(0);
+        if side < 6 || search_addr == pagealloc::MAX_SEARCH_ADDR {
+            return None;
+        }
+        self.cell_of(search_addr)
+    }
+
+    /// The search address's mark in cell `i`: a small square in the cell's top right
+    /// corner, clear of its middle and its top-left and bottom-right pixels: `(x, y, side)`.
+    pub fn mark_rect(&self, i: usize) -> (usize, usize, usize) {
+        let (x, y, side) = self.cell_rect(i);
+        let m = side / 3;
+        (x + side - 1 - m, y + 1, m)
+    }
+
     /// The coloured square of cell `i`: `(x, y, side)`.
     pub fn cell_rect(&self, i: usize) -> (usize, usize, usize) {
         let (row, col) = (i / self.cols, i % self.cols);
@@ -232,6 +250,8 @@ struct Screen {
     lines: [FmtBuf<LINE_BYTES>; HEADER_LINES],
     /// The kind of each cell on the screen, as `Kind as u8`.
     drawn: [u8; MAX_CELLS],
+    /// The cell that shows the search-address mark.
+    marked: Option<usize>,
 }
 
 static SCREEN: Mutex<Option<Screen>> = Mutex::new(None);
@@ -267,6 +287,7 @@ pub fn init(framebuffer: Option<FrameBuffer>) {
         drawn_once: false,
         lines: [const { FmtBuf::new() }; HEADER_LINES],
         drawn: [0; MAX_CELLS],
+        marked: None,
     });
 }
 
@@ -439,7 +460,7 @@ impl Screen {
                 CpuHeld(&t.cpu_held[..crate::smp::cpus_online()])
             )),
             FmtBuf::format(format_args!(
-                "largest free run: {} frames ({}) at {:#x}; the next search starts at {:#x}",
+                "largest free run: {} frames ({}) at {:#x}; next search at {:#x} (white mark)",
                 t.largest_free_run,
                 Size(t.largest_free_run as u64 * FRAME_SIZE),
                 t.largest_free_at,
@@ -484,6 +505,13 @@ impl Screen {
             }
         }
 
+        // The search address's mark: a moved mark repaints the cell it leaves.
+        let mark = l.search_mark(snapshot.totals().search_addr);
+        if self.marked != mark
+            && let Some(old) = self.marked
+        {
+            self.drawn[old] = u8::MAX;
+        }
         for (i, drawn) in self.drawn[..l.ncells].iter_mut().enumerate() {
             let kind = snapshot.kind(i).unwrap_or(Kind::NotUsable);
             if self.drawn_once && *drawn == kind as u8 {
@@ -493,6 +521,11 @@ impl Screen {
             canvas.fill_rect(x, y, side, side, kind.colour());
             *drawn = kind as u8;
         }
+        if let Some(i) = mark {
+            let (x, y, side) = l.mark_rect(i);
+            canvas.fill_rect(x, y, side, side, TEXT);
+        }
+        self.marked = mark;
         self.drawn_once = true;
     }
 }
@@ -513,6 +546,17 @@ mod tests {
         assert!(l.label_x + (l.label_digits + 2) * font::advance(1) < l.grid_x);
         assert_eq!(l.cell_of(0), Some(0));
         assert_eq!(l.cell_of(l.ncells as u64 * l.cell_bytes()), None);
+        // The search-address mark stays inside its cell and clear of the pixels the
+        // screen test checks: the middle and two corners.
+        if let Some(i) = l.search_mark(l.cell_bytes() * (l.ncells as u64 - 1)) {
+            let (x, y, side) = l.cell_rect(i);
+            let (mx, my, m) = l.mark_rect(i);
+            assert!(m >= 2 && mx > x && my > y && mx + m < x + side && my + m < y + side);
+            let inside = |px: usize, py: usize| mx <= px && px < mx + m && my <= py && py < my + m;
+            assert!(!inside(x + side / 2, y + side / 2) && !inside(x, y));
+            assert!(!inside(x + side - 1, y + side - 1));
+        }
+        assert_eq!(l.search_mark(pagealloc::MAX_SEARCH_ADDR), None);
     }
 
     #[test_case]
