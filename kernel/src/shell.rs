@@ -17,11 +17,12 @@ use alloc::vec::Vec;
 use core::fmt::{self, Write};
 
 use bootloader_api::info::MemoryRegion;
-use pagealloc::consts::{
+use pagealloc::inspect::chunk_page_index;
+use pagealloc::inspect::{ChunkIdx, MAX_SEARCH_ADDR, PallocData, PallocSum};
+use pagealloc::inspect::{
     LEVEL_SHIFT, PAGE_SIZE, PALLOC_CHUNK_PAGES, PHYS_ADDR_BITS, SUMMARY_LEVELS,
 };
-use pagealloc::pagealloc::chunk_page_index;
-use pagealloc::{AddrRange, ChunkIdx, MAX_SEARCH_ADDR, PageAlloc, PallocData, PallocSum};
+use pagealloc::{AddrRange, PageAlloc};
 use x86_64::structures::paging::{Page, PageTableFlags};
 use x86_64::{PhysAddr, VirtAddr};
 
@@ -210,7 +211,7 @@ impl Console {
             let mut ranges = [AddrRange::new(0, 0); 6];
             let Some((n, total)) = frames::with_zones(|zones| {
                 let pa = zone(zones, z)?;
-                let grown = pa.in_use();
+                let grown = pa.inspect().grown();
                 for (slot, r) in ranges.iter_mut().zip(grown) {
                     *slot = *r;
                 }
@@ -259,11 +260,11 @@ impl Console {
         )?;
         for z in Zone::ALL {
             let Some(search) =
-                frames::with_zones(|zones| zone(zones, z).map(|pa| pa.search_addr()))
+                frames::with_zones(|zones| zone(zones, z).map(|pa| pa.inspect().search_addr()))
             else {
                 continue;
             };
-            let zs = s.zones[z as usize];
+            let zs = s.zones[z];
             write!(
                 out,
                 "  zone {:<6} {:>8} frames {:>8} free  largest free run {:>8}  search address ",
@@ -413,22 +414,18 @@ impl Console {
             let snapshot = &self.snapshot;
             let Some((search, path, more)) = frames::with_zones(|zones| {
                 let pa = zone(zones, z)?;
-                let search = pa.search_addr();
+                let search = pa.inspect().search_addr();
                 let mut path = [None; SUMMARY_LEVELS];
                 if search != MAX_SEARCH_ADDR {
                     for (l, slot) in path.iter_mut().enumerate() {
                         let i = (search >> LEVEL_SHIFT[l]) as usize;
-                        *slot = pa
-                            .summary_level(l)
-                            .unwrap_or_default()
-                            .get(i)
-                            .map(|&s| (i, s));
+                        *slot = pa.inspect().summary(l, i).map(|s| (i, s));
                     }
                 }
                 let on_path = |l: usize, i: usize| path[l].is_some_and(|(j, _)| i == j);
                 let mut more = 0;
                 for l in 0..SUMMARY_LEVELS {
-                    for (i, &now) in pa.summary_level(l).unwrap_or_default().iter().enumerate() {
+                    for (i, now) in pa.inspect().summaries(l).into_iter().flatten().enumerate() {
                         let was = snapshot.get(z, l, i);
                         if was != Some(now) && !on_path(l, i) {
                             if changed.len() < changed.capacity() {
@@ -490,9 +487,18 @@ impl Console {
             let mut children = [None; 8];
             let Some(sum) = frames::with_zones(|zones| {
                 let pa = zone(zones, z)?;
-                let sum = *pa.summary_level(level).unwrap_or_default().get(index)?;
+                let sum = *pa
+                    .inspect()
+                    .summaries(level)
+                    .map(Iterator::collect::<Vec<_>>)
+                    .unwrap_or_default()
+                    .get(index)?;
                 if level + 1 < SUMMARY_LEVELS {
-                    let below = pa.summary_level(level + 1).unwrap_or_default();
+                    let below = pa
+                        .inspect()
+                        .summaries(level + 1)
+                        .map(Iterator::collect::<Vec<_>>)
+                        .unwrap_or_default();
                     for (k, slot) in children.iter_mut().enumerate() {
                         let c = index * 8 + k;
                         *slot = below.get(c).map(|&s| (c, s));
@@ -675,8 +681,8 @@ fn chunk(addr: u64, out: &mut dyn Write) -> fmt::Result {
     let mut grown = [0u64; PALLOC_CHUNK_PAGES / 64];
     let found = frames::with_zones(|zones| {
         let pa = zone(zones, z)?;
-        let data: PallocData = *pa.chunk_data(ci)?;
-        for r in pa.in_use() {
+        let data: PallocData = pa.inspect().chunk_data(ci)?;
+        for r in pa.inspect().grown() {
             let (lo, hi) = (r.base.max(base), r.limit.min(limit));
             for p in (lo..hi).step_by(PAGE_SIZE as usize) {
                 let i = chunk_page_index(p);
@@ -685,21 +691,23 @@ fn chunk(addr: u64, out: &mut dyn Write) -> fmt::Result {
         }
         Some((
             data,
-            pa.summary_level(SUMMARY_LEVELS - 1).unwrap_or_default()[ci.0],
+            pa.inspect()
+                .summary(SUMMARY_LEVELS - 1, ci.index())
+                .unwrap(),
         ))
     });
     let Some((data, sum)) = found else {
         return writeln!(
             out,
             "chunk {} ({}): no zone manages memory in it",
-            ci.0,
+            ci.index(),
             Range(base, limit)
         );
     };
     let state = |i: usize| {
         if grown[i / 64] & (1 << (i % 64)) == 0 {
             PageState::Hole
-        } else if data.alloc.get(i) {
+        } else if data.alloc_bits().get(i) {
             PageState::Allocated
         } else {
             PageState::Free
@@ -714,7 +722,7 @@ fn chunk(addr: u64, out: &mut dyn Write) -> fmt::Result {
     writeln!(
         out,
         "chunk {} ({}) in zone {}: {free} free, {} allocated, {holes} not managed; summary {sum}",
-        ci.0,
+        ci.index(),
         Range(base, limit),
         z.name(),
         PALLOC_CHUNK_PAGES - free - holes
@@ -724,7 +732,7 @@ fn chunk(addr: u64, out: &mut dyn Write) -> fmt::Result {
 }
 
 fn zone(zones: &Zones, z: Zone) -> Option<&PageAlloc<'static>> {
-    zones.zones[z as usize].as_ref()
+    zones.zones[z].as_ref()
 }
 
 /// Whether every page of the range is grown and allocated: memory the kernel owns (if
@@ -743,15 +751,17 @@ fn kernel_owned(zones: &Zones, addr: u64, npages: usize) -> bool {
     if npages == 0
         || !addr.is_multiple_of(PAGE_SIZE)
         || !pa
-            .in_use()
+            .inspect()
+            .grown()
             .iter()
             .any(|r| r.base <= addr && limit <= r.limit)
     {
         return false;
     }
     (addr..limit).step_by(PAGE_SIZE as usize).all(|p| {
-        pa.chunk_data(ChunkIdx::of(p))
-            .is_some_and(|c| c.alloc.get(chunk_page_index(p)))
+        pa.inspect()
+            .chunk_data(ChunkIdx::of(p))
+            .is_some_and(|c| c.alloc_bits().get(chunk_page_index(p)))
     })
 }
 
@@ -786,10 +796,14 @@ impl Snapshot {
             for z in Zone::ALL {
                 if let Some(pa) = zone(zones, z) {
                     for (l, copy) in self.levels[z as usize].iter_mut().enumerate() {
-                        let now = pa.summary_level(l).unwrap_or_default();
+                        let now = pa
+                            .inspect()
+                            .summaries(l)
+                            .map(Iterator::collect::<Vec<_>>)
+                            .unwrap_or_default();
                         debug_assert!(now.len() <= copy.capacity());
                         copy.clear();
-                        copy.extend_from_slice(now);
+                        copy.extend_from_slice(&now);
                     }
                 }
             }

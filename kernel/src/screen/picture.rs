@@ -250,12 +250,12 @@ impl Snapshot {
                     let idx = ((at / FRAME_SIZE) % CHUNK_FRAMES) as usize;
                     let n = (CHUNK_FRAMES as usize - idx)
                         .min(((base + cell_bytes - at) / FRAME_SIZE) as usize);
-                    let chunk = pagealloc::ChunkIdx::of(at);
-                    allocated += match zones.zones[Zone::of(at) as usize]
+                    let chunk = pagealloc::inspect::ChunkIdx::of(at);
+                    allocated += match zones.zones[Zone::of(at)]
                         .as_ref()
-                        .and_then(|pa| pa.chunk_data(chunk))
+                        .and_then(|pa| pa.inspect().chunk_data(chunk))
                     {
-                        Some(data) => data.alloc.popcnt_range(idx, n),
+                        Some(data) => data.alloc_bits().popcnt_range(idx, n),
                         None => n,
                     };
                     at += n as u64 * FRAME_SIZE;
