@@ -15,6 +15,7 @@
 mod bits;
 mod decode;
 mod flat;
+mod harness;
 mod ops;
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,7 @@ mod check;
 mod constrained;
 mod consts;
 mod errors;
+mod grow;
 mod handedout;
 mod index;
 mod layout;
