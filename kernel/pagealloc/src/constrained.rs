@@ -213,7 +213,7 @@ impl PageAlloc<'_> {
         };
         let hi_idx = (((st.hi - cbase) >> PAGE_SHIFT) as usize).min(PALLOC_CHUNK_PAGES);
         let window = hi_idx - lo_idx;
-        let bits = &self.chunk_of(ci).alloc;
+        let bits = &self.alloc_bits_of(ci);
 
         // The run arriving from below continues through the chunk's free prefix.
         if st.run_pages > 0 {

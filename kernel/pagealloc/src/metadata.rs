@@ -18,7 +18,7 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crate::consts::{SUMMARY_BLOCK_ENTRIES, SUMMARY_LEVELS};
 use crate::errors::LayoutError;
 use crate::layout::MetadataLayout;
-use crate::pallocbits::PallocData;
+use crate::pallocbits::{PallocBits, PallocData};
 use crate::summary::PallocSum;
 
 /// Words of one chunk's bitmaps: 8 of allocation bits, then 8 of known-zero bits.
@@ -87,6 +87,36 @@ impl Chunks<'_> {
     #[inline]
     pub(crate) fn word(&self, k: usize, w: usize) -> u64 {
         self.0[k][w].load(Relaxed)
+    }
+
+    /// A copy of the allocation bits of entry `k` (half the words of [`Chunks::load`]).
+    #[inline]
+    pub(crate) fn load_alloc(&self, k: usize) -> PallocBits {
+        let w = &self.0[k];
+        PallocBits::from_words(core::array::from_fn(|i| w[ALLOC_WORDS + i].load(Relaxed)))
+    }
+
+    /// Sets (`allocated`) or clears the allocation bit of page `i` of entry `k`; an
+    /// allocation also clears the page's known-zero bit, and says whether it was set.
+    /// Returns that and the allocation words after the change. The single-page paths use
+    /// this instead of [`Chunks::with`], which copies all 16 words both ways.
+    #[inline]
+    pub(crate) fn flip_one(&mut self, k: usize, i: usize, allocated: bool) -> (bool, [u64; 8]) {
+        let w = &mut self.0[k];
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        let mut zeroed = false;
+        if allocated {
+            let z = w[KNOWN_ZERO_WORDS + word].get_mut();
+            zeroed = *z & bit != 0;
+            *z &= !bit;
+            *w[ALLOC_WORDS + word].get_mut() |= bit;
+        } else {
+            *w[ALLOC_WORDS + word].get_mut() &= !bit;
+        }
+        (
+            zeroed,
+            core::array::from_fn(|j| *w[ALLOC_WORDS + j].get_mut()),
+        )
     }
 
     /// Runs `f` on entry `k` and stores what it leaves.

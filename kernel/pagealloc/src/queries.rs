@@ -71,7 +71,7 @@ impl PageAlloc<'_> {
         };
         while ci < self.end {
             if self.summary[LEAF].get(ci) != PallocSum::EMPTY
-                && let Some((s, n)) = self.chunk_of(ChunkIdx(ci)).alloc.next_free_run(idx)
+                && let Some((s, n)) = self.alloc_bits_of(ChunkIdx(ci)).next_free_run(idx)
             {
                 {
                     let base = ChunkIdx(ci).base() + ((s as u64) << PAGE_SHIFT);

@@ -49,7 +49,7 @@ use crate::handedout::HandedOut;
 use crate::index::*;
 use crate::layout::MetadataLayout;
 use crate::metadata::{ALLOC_WORDS, Chunks, KNOWN_ZERO_WORDS, Level, NO_BLOCK};
-use crate::pallocbits::PallocData;
+use crate::pallocbits::{PallocBits, PallocData};
 use crate::ranges::AddrRanges;
 use crate::summary::{FREE_CHUNK_SUM, PallocSum, merge_summaries};
 
@@ -231,10 +231,10 @@ impl<'m> PageAlloc<'m> {
         Some(self.chunks.load(self.chunk_slot(ci)?))
     }
 
-    /// A copy of the bitmaps of a chunk that must have been grown. Go: `chunkOf`.
+    /// A copy of the allocation bits of a grown chunk. Go: `chunkOf` (its `pallocBits`).
     #[inline]
-    pub(crate) fn chunk_of(&self, ci: ChunkIdx) -> PallocData {
-        self.chunks.load(self.grown_slot(ci))
+    pub(crate) fn alloc_bits_of(&self, ci: ChunkIdx) -> PallocBits {
+        self.chunks.load_alloc(self.grown_slot(ci))
     }
 
     /// Word `w` (of 8) of the allocation bits of a grown chunk.
@@ -303,7 +303,7 @@ impl<'m> PageAlloc<'m> {
         let (sc, ec) = (ChunkIdx::of(base), ChunkIdx::of(limit));
         if sc == ec {
             // Fast path: one chunk; if its summary did not change, nothing above can.
-            let y = self.chunk_of(sc).alloc.summarize();
+            let y = self.alloc_bits_of(sc).summarize();
             if self.summary[LEAF].get(sc.0) == y {
                 return;
             }
@@ -323,17 +323,17 @@ impl<'m> PageAlloc<'m> {
             return;
         } else if contig {
             // The chunks strictly inside the range went all allocated or all free.
-            self.summary[LEAF].set(sc.0, self.chunk_of(sc).alloc.summarize());
+            self.summary[LEAF].set(sc.0, self.alloc_bits_of(sc).summarize());
             let whole = if alloc {
                 PallocSum::EMPTY
             } else {
                 FREE_CHUNK_SUM
             };
             self.summary[LEAF].fill(sc.0 + 1..ec.0, whole);
-            self.summary[LEAF].set(ec.0, self.chunk_of(ec).alloc.summarize());
+            self.summary[LEAF].set(ec.0, self.alloc_bits_of(ec).summarize());
         } else {
             for c in sc.0..=ec.0 {
-                self.summary[LEAF].set(c, self.chunk_of(ChunkIdx(c)).alloc.summarize());
+                self.summary[LEAF].set(c, self.alloc_bits_of(ChunkIdx(c)).summarize());
             }
         }
 
@@ -364,14 +364,10 @@ impl<'m> PageAlloc<'m> {
         if npages == 1 {
             let (ci, i) = (ChunkIdx::of(base), chunk_page_index(base));
             let old = self.summary[LEAF].get(ci.0);
-            let (zeroed, keeps) = self.with_chunk(ci, |chunk| {
-                let zeroed = usize::from(chunk.known_zero.get(i));
-                chunk.alloc_range(i, 1);
-                (
-                    zeroed,
-                    one_page_keeps_summary(chunk.alloc.words(), i, old, false),
-                )
-            });
+            let k = self.grown_slot(ci);
+            let (zeroed, alloc) = self.chunks.flip_one(k, i, true);
+            let zeroed = usize::from(zeroed);
+            let keeps = one_page_keeps_summary(&alloc, i, old, false);
             self.free_pages -= 1;
             if !keeps {
                 self.update(base, 1, true, true);
@@ -482,7 +478,7 @@ impl<'m> PageAlloc<'m> {
                 PALLOC_CHUNK_PAGES - 1
             };
             let n = j + 1 - i;
-            let bits = &self.chunk_of(ChunkIdx(c)).alloc;
+            let bits = &self.alloc_bits_of(ChunkIdx(c));
             let set = bits.popcnt_range(i, n);
             if (allocated && set > 0) || (!allocated && set < n) {
                 let p = (i..=j).find(|&p| bits.get(p) == allocated).unwrap_or(i);
@@ -520,8 +516,7 @@ impl<'m> PageAlloc<'m> {
             let ci = ChunkIdx::of(self.search_addr);
             if self.summary[LEAF].get(ci.0).max() >= npages {
                 let Some((j, search_idx)) = self
-                    .chunk_of(ci)
-                    .alloc
+                    .alloc_bits_of(ci)
                     .find(npages, chunk_page_index(self.search_addr))
                 else {
                     panic!(
@@ -653,7 +648,7 @@ impl<'m> PageAlloc<'m> {
 
         // Every level descended: `i` is a chunk whose summary promised a long enough run.
         let ci = ChunkIdx(i);
-        let Some((j, search_idx)) = self.chunk_of(ci).alloc.find(npages, 0) else {
+        let Some((j, search_idx)) = self.alloc_bits_of(ci).find(npages, 0) else {
             panic!(
                 "pagealloc: bad summary data: {ci} summary {:?} but no run of {npages} pages",
                 self.summary[LEAF].get(i)
@@ -734,10 +729,9 @@ impl<'m> PageAlloc<'m> {
             // Fast path: one page in one chunk.
             let (ci, i) = (ChunkIdx::of(base), chunk_page_index(base));
             let old = self.summary[LEAF].get(ci.0);
-            let keeps = self.with_chunk(ci, |chunk| {
-                chunk.free1(i);
-                one_page_keeps_summary(chunk.alloc.words(), i, old, true)
-            });
+            let k = self.grown_slot(ci);
+            let (_, alloc) = self.chunks.flip_one(k, i, false);
+            let keeps = one_page_keeps_summary(&alloc, i, old, true);
             if keeps {
                 self.free_pages += 1;
                 return;
