@@ -67,7 +67,8 @@ Boot options:
                   each step and waits for a key at the end; no timeout
   --screendump FILE
                   save the picture to FILE (PNG if it ends in .png, else PPM) when
-                  the kernel offers it (the demo's step with frames of every kind)
+                  the kernel offers it (the demo's step with frames of every kind;
+                  not with --shell, whose console draws no picture)
   -h, --help      show this help
   --              pass everything after it to QEMU, e.g. -- -d int,cpu_reset
 
@@ -80,9 +81,11 @@ x86_64-unknown-none; every kernel test in QEMU (BIOS), some at several memory si
 counts (the table KERNEL_TEST_RUNS in this script), some also built with --release
 (KERNEL_RELEASE_RUNS),
 with the pixels they name checked in a screendump (BOOT_SCREEN_CHECK=1); the picture test
-through UEFI too; the memory console driven by kernel/tests/shell_script.txt; and a boot of
-the kernel through BIOS and through UEFI, each with a screendump. It prints each suite's
-result, then a summary, and fails if anything failed.
+through UEFI too; the memory console driven by kernel/tests/shell_script.txt; the example
+kernel of the allocator guide (examples/guide-kernel); a boot of the kernel through BIOS and
+through UEFI, each with a screendump; the guide's exercise checks against their solutions;
+and every transcript in README.md and the guide against the kernel's real output. It prints
+each suite's result, then a summary, and fails if anything failed.
 
 On a fresh machine it first installs the pinned Rust toolchain (rustup toolchain install)
 and, when run as root, QEMU and OVMF with apt-get.
@@ -200,11 +203,20 @@ run_kernel() {
     shift
   done
 
+  if [[ $alias == kshell ]] && [[ " ${boot_args[*]} " == *" --screendump "* ]]; then
+    usage_error "--screendump saves the demo's picture, which the memory console (--shell) does not draw; use one or the other"
+  fi
   ensure_toolchain
   ensure_qemu "$uefi"
   # Build the host tool first so its (slow, first-time) build shows progress; as the
   # cargo runner it is built quietly.
-  cargo build -q -p boot
+  if [[ -x target/debug/boot ]]; then
+    cargo build -q -p boot
+  else
+    say "first build: compiling the host tool boot, with the bootloader's BIOS and UEFI"
+    say "stages (fetched from crates.io); this takes several minutes, once."
+    cargo build -p boot
+  fi
   # cargo builds the kernel, then hands it to the runner (`boot`, see .cargo/config.toml)
   # with boot_args; its exit status is the kernel's.
   exec cargo "$alias" "${cargo_args[@]}" -- "${boot_args[@]}"
@@ -324,6 +336,52 @@ boot_kernel_check() {
   return "$status"
 }
 
+# The guide's exercises: every check passes against the solutions, and fails (panics in
+# the todo!()) against the unsolved exercises, one failure per check.
+exercises_check() {
+  cargo test -p pagealloc-exercises --features solutions -- --ignored || return 1
+  local out="$LOG_DIR/exercises-unsolved.out" checks
+  checks=$(grep -c '^#\[ignore' examples/exercises/tests/checks.rs)
+  cargo test -q -p pagealloc-exercises -- --ignored >"$out" 2>&1
+  if ! grep -q "^test result: FAILED\. 0 passed; $checks failed" "$out"; then
+    cat "$out"
+    echo "run-qemu.sh: each of the $checks exercise checks must fail before its exercise is solved"
+    return 1
+  fi
+  echo "run-qemu.sh: all $checks exercise checks fail on the unsolved exercises, as they should"
+}
+
+# Every transcript in README.md and the guide against real output: the console replaying
+# the guide's session, a plain boot of the kernel (BIOS) and the guide's example kernel
+# (kept by guide_kernel_check); and the guide's quotes against their source.
+docs_check() {
+  local session="$LOG_DIR/guide-session.out"
+  env BOOT_SERIAL_SCRIPT=kernel/tests/guide_session.txt BOOT_TIMEOUT=60 BOOT_UEFI=0 \
+    cargo kshell -q >"$session" 2>&1 || { cat "$session"; return 1; }
+  # The demo as `./run-qemu.sh` shows it (the boot suites add screendump lines).
+  local demo="$LOG_DIR/demo.out"
+  env BOOT_TIMEOUT=60 BOOT_UEFI=0 cargo krun -q >"$demo" 2>&1 || { cat "$demo"; return 1; }
+  cargo run -q -p guide-tools -- check-docs shell="$session" demo="$demo" \
+    guide-kernel="$LOG_DIR/guide-kernel.out"
+}
+
+# The example kernel of kernel/pagealloc/GUIDE.md section 10 (examples/guide-kernel): clippy,
+# then a boot at 128 MiB; it checks itself and must print its closing line. Its output is
+# kept for the guide's transcript check.
+guide_kernel_check() {
+  cargo kguide-clippy -q -- -D warnings || return 1
+  local out="$LOG_DIR/guide-kernel.out"
+  set +e
+  env BOOT_MEMORY=128M BOOT_TIMEOUT=60 BOOT_UEFI=0 cargo kguide -q 2>&1 | tee "$out"
+  local status=${PIPESTATUS[0]}
+  set -e
+  if ((status == 0)) && ! grep -q '^guide-kernel: invariants hold; every check passed' "$out"; then
+    echo "run-qemu.sh: the guide's kernel exited 0 but did not print its closing line"
+    status=1
+  fi
+  return "$status"
+}
+
 run_tests() {
   if (($#)); then
     [[ $1 == -h || $1 == --help ]] && { usage; exit 0; }
@@ -339,10 +397,11 @@ run_tests() {
   run_suite "build: boot tool and kernel tests" check \
     bash -c 'cargo build -p boot && cargo ktest --no-run'
   run_suite "clippy: host crates" check \
-    cargo clippy -p boot -p pagealloc -p pagealloc-model -p pagealloc-x86_64 --all-targets \
-    -- -D warnings
+    bash -c 'cargo clippy -p boot -p pagealloc -p pagealloc-model -p pagealloc-x86_64 -p guide-tools -p pagealloc-exercises --all-targets -- -D warnings &&
+      cargo clippy -p pagealloc-exercises --all-targets --features solutions -- -D warnings'
   run_suite "clippy: kernel (x86_64-target.json)" check cargo kclippy -- -D warnings
   run_suite "host tests: boot" cargo cargo test -p boot
+  run_suite "host tests: guide-tools" cargo cargo test -p guide-tools
   # Includes tests/public_api.rs: the public API against the committed public-api.txt.
   run_suite "host tests: pagealloc (and its public-API snapshot)" cargo cargo test -p pagealloc
   run_suite "host tests: pagealloc-model, pagealloc-x86_64" cargo \
@@ -387,8 +446,11 @@ run_tests() {
   run_suite "kernel shell: serial script (BIOS)" check \
     env BOOT_SERIAL_SCRIPT=kernel/tests/shell_script.txt BOOT_TIMEOUT=60 BOOT_UEFI=0 \
     cargo kshell -q
+  run_suite "example kernel of GUIDE.md section 10 (128M, BIOS)" check guide_kernel_check
   run_suite "kernel boot (BIOS)" check boot_kernel_check BIOS
   run_suite "kernel boot (UEFI)" check boot_kernel_check UEFI --uefi
+  run_suite "guide: exercise checks (solutions)" cargo exercises_check
+  run_suite "guide: transcripts and quotes in README and GUIDE" check docs_check
 
   printf '\n==> summary (%d s)\n' $((SECONDS - started))
   printf '    %s\n' "${SUITE_RESULTS[@]}"

@@ -64,7 +64,7 @@ fn allocator_demo() {
     let r = mm::init_report().expect("kernel::init sets up memory management");
     serial_println!("== page allocator ==");
     serial_println!(
-        "usable memory {} in {} regions; {} grow calls",
+        "usable memory {} in {} regions; {} grow calls (one per region and zone it falls in)",
         Size(r.usable_bytes),
         r.usable_regions,
         r.grow_calls
@@ -125,7 +125,7 @@ fn allocator_demo() {
     serial_println!("free frames: {baseline}");
     let one = mm::alloc_frame().expect("a frame");
     serial_println!(
-        "1 frame            -> {:#x} (from this CPU's page cache)",
+        "1 frame            -> {:#x} (from this CPU's page cache, which takes 64 frames from the zone at once)",
         one.start_address()
     );
     let three = mm::alloc_frames(3).expect("3 frames");
@@ -134,7 +134,7 @@ fn allocator_demo() {
     serial_println!("2 MiB frame        -> {:#x}", huge.start_address());
     let dma = mm::alloc(FrameRequest::pages(4).below(16 << 20)).expect("DMA frames");
     serial_println!(
-        "4 frames < 16 MiB  -> {:#x} (zone {})",
+        "4 frames < 16 MiB  -> {:#x} (zone {}; this kernel manages page 0 like any other frame)",
         dma.start_address(),
         Zone::of(dma.start_address().as_u64()).name()
     );

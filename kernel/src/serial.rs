@@ -8,11 +8,14 @@
 //!
 //! Input is off until [`enable_input`]: then the UART raises IRQ 4 for every byte it
 //! receives, the handler moves the bytes into a lock-free queue, and [`read_byte`] takes
-//! them out, halting the CPU while there is nothing to read.
+//! them out, halting the CPU while there is nothing to read. When the queue is full the
+//! handler leaves the rest in the UART and turns its receive interrupt off; the UART's
+//! buffer fills, and QEMU then holds back further input until [`read_byte`] has made room
+//! and turned the interrupt on again. So a burst longer than the queue loses nothing.
 
 use crate::ringbuf::ByteRing;
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use spin::{LazyLock, Mutex, MutexGuard};
 use uart_16550::backend::PioBackend;
 use uart_16550::spec::registers::IER;
@@ -23,8 +26,14 @@ pub const COM1_PORT: u16 = 0x3f8;
 /// The PIC line COM1 interrupts on.
 pub const COM1_IRQ: u8 = 4;
 
-/// Bytes received and not yet read. Typing outpaces no reader, so a few lines suffice.
-static RX: ByteRing<256> = ByteRing::new();
+/// Bytes the receive queue holds: typing outpaces no reader, so a few lines suffice; a
+/// longer burst waits in the UART (see the module's documentation).
+pub const RX_CAPACITY: usize = 256;
+
+/// Bytes received and not yet read.
+static RX: ByteRing<RX_CAPACITY> = ByteRing::new();
+/// The queue was full: the receive interrupt is off until [`read_byte`] makes room.
+static RX_PAUSED: AtomicBool = AtomicBool::new(false);
 /// Bytes dropped because [`RX`] was full.
 static RX_DROPPED: AtomicU64 = AtomicU64::new(0);
 
@@ -125,17 +134,39 @@ pub(crate) fn on_receive_interrupt() {
 }
 
 fn drain_receiver(port: &mut SerialPort) {
-    // Reading the data register until the UART is empty also clears its interrupt.
-    while let Ok(byte) = port.0.try_receive_byte() {
+    // Reading the data register until the UART is empty also clears its interrupt. Read
+    // only what the queue has room for: the rest waits in the UART, which makes QEMU hold
+    // back more input, and the interrupt stays off until `read_byte` has made room.
+    while RX.len() < RX_CAPACITY {
+        let Ok(byte) = port.0.try_receive_byte() else {
+            return;
+        };
         if !RX.push(byte) {
             RX_DROPPED.fetch_add(1, Ordering::Relaxed);
         }
+    }
+    port.0.disable_interrupts(IER::DATA_READY);
+    RX_PAUSED.store(true, Ordering::Relaxed);
+}
+
+/// After a read: takes input again once the queue is half empty. Interrupts must be off.
+fn resume_receiver() {
+    if RX_PAUSED.load(Ordering::Relaxed) && RX.len() <= RX_CAPACITY / 2 {
+        // Interrupts are off, and every other user of the lock turns them off too.
+        let mut port = COM1.lock();
+        RX_PAUSED.store(false, Ordering::Relaxed);
+        port.0.enable_interrupts(IER::DATA_READY);
+        drain_receiver(&mut port);
     }
 }
 
 /// The next received byte, if one is waiting.
 pub fn try_read_byte() -> Option<u8> {
-    RX.pop()
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let byte = RX.pop();
+        resume_receiver();
+        byte
+    })
 }
 
 /// The next received byte; halts the CPU until one arrives. Needs [`enable_input`] (and
@@ -147,6 +178,7 @@ pub fn read_byte() -> u8 {
         // noticed only at the next timer tick.
         x86_64::instructions::interrupts::disable();
         if let Some(byte) = RX.pop() {
+            resume_receiver();
             x86_64::instructions::interrupts::enable();
             return byte;
         }
@@ -154,7 +186,8 @@ pub fn read_byte() -> u8 {
     }
 }
 
-/// Bytes lost because the input queue was full.
+/// Bytes lost because the input queue was full (none since the receiver pauses; kept as
+/// a check).
 pub fn input_dropped() -> u64 {
     RX_DROPPED.load(Ordering::Relaxed)
 }

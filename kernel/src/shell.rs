@@ -12,6 +12,7 @@
 pub mod line;
 pub mod parse;
 pub mod show;
+pub mod walk;
 
 use alloc::vec::Vec;
 use core::fmt::{self, Write};
@@ -49,11 +50,64 @@ pub fn run(regions: &'static [MemoryRegion]) -> ! {
     let mut editor = LineEditor::new();
     loop {
         let _ = out.write_str(PROMPT);
-        while editor.feed(crate::serial::read_byte(), &mut out) != Ok(Key::Enter) {}
-        let flow = console.execute_line(editor.line(), &mut out);
+        let lost_before = crate::serial::input_dropped();
+        let key = loop {
+            match editor.feed(crate::serial::read_byte(), &mut out) {
+                Ok(Key::Pending) => {}
+                Ok(key) => break key,
+                Err(_) => break Key::Enter,
+            }
+        };
+        let lost = crate::serial::input_dropped() - lost_before;
+        let flow = match input_problem(key, lost) {
+            Some(why) => {
+                let _ = writeln!(out, "{why}");
+                Flow::Continue
+            }
+            None => console.execute_line(editor.line(), &mut out),
+        };
         editor.clear();
         if flow == Flow::Quit {
             crate::qemu::exit_qemu(crate::qemu::QemuExitCode::Success);
+        }
+    }
+}
+
+/// Why a line must not run: it arrived incomplete. `lost` is how many input bytes were
+/// dropped while it was typed (the receive queue was full).
+pub fn input_problem(key: Key, lost: u64) -> Option<InputProblem> {
+    if lost > 0 {
+        Some(InputProblem::Lost(lost))
+    } else if key == Key::TooLong {
+        Some(InputProblem::TooLong)
+    } else {
+        None
+    }
+}
+
+/// A line that was not run, and why.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum InputProblem {
+    /// Bytes were lost.
+    Lost(u64),
+    /// Longer than [`line::MAX_LINE`].
+    TooLong,
+}
+
+impl fmt::Display for InputProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InputProblem::Lost(n) => write!(
+                f,
+                "input: {n} byte{} lost (more than {} arrived before the console could read them): the line was not run",
+                if *n == 1 { "" } else { "s" },
+                crate::serial::RX_CAPACITY
+            ),
+            InputProblem::TooLong => write!(
+                f,
+                "input: the line is longer than {} characters: it was not run",
+                line::MAX_LINE
+            ),
         }
     }
 }
@@ -87,6 +141,8 @@ pub struct Console {
     space: Option<AddressSpace>,
     rng: XorShift,
     snapshot: Snapshot,
+    /// Whether `tree` has printed every zone once.
+    trees_shown: bool,
 }
 
 impl Console {
@@ -99,6 +155,7 @@ impl Console {
             space: None,
             rng: XorShift::new(0x5eed),
             snapshot: Snapshot::new(),
+            trees_shown: false,
         }
     }
 
@@ -146,8 +203,12 @@ impl Console {
                 below,
             } => self.alloc(npages, align_pages, below, out)?,
             Command::Free { addr, npages } => self.free(addr, npages, out)?,
-            Command::Tree(None) => self.tree_paths(out)?,
-            Command::Tree(Some((level, index))) => self.tree_node(level, index, out)?,
+            Command::Tree { node: None, zone } => self.tree_paths(zone, out)?,
+            Command::Tree {
+                node: Some((level, index)),
+                zone,
+            } => self.tree_node(level, index, zone, out)?,
+            Command::Walk { npages, zone } => walk_command(npages, zone, out)?,
             Command::Chunk(addr) => match addr.or(self.last_alloc) {
                 Some(addr) => chunk(addr, out)?,
                 None => writeln!(
@@ -249,13 +310,17 @@ impl Console {
 
     fn stats(&self, out: &mut dyn Write) -> fmt::Result {
         let s = mm::stats();
+        let size = |pages: usize| Size(pages as u64 * PAGE_SIZE);
         writeln!(
             out,
-            "frames: {} managed, {} free ({} in page caches), {} in use; metadata {}",
+            "frames of 4 KiB: {} managed ({}), {} free ({}; {} in page caches), {} in use ({}); metadata {}",
             s.total_pages,
+            size(s.total_pages),
             s.free_pages,
+            size(s.free_pages),
             s.cached_pages,
             s.used_pages,
+            size(s.used_pages),
             Size(s.metadata_bytes as u64)
         )?;
         for z in Zone::ALL {
@@ -320,7 +385,10 @@ impl Console {
                     Zone::of(base).name()
                 )
             }
-            Err(e) => writeln!(out, "alloc: {e}"),
+            Err(e) => {
+                writeln!(out, "alloc: {e}")?;
+                cached_note(&e, out)
+            }
         }
     }
 
@@ -388,12 +456,17 @@ impl Console {
                 Range(addr, limit)
             );
         }
-        // Not (all) this console's. The allocator refuses a range with a free or
-        // unmanaged page, so that one may go to it and get its error; a range that is
-        // entirely allocated belongs to the kernel and must not be freed from here.
-        // Frames a CPU holds free look allocated in the zones' bitmaps too.
-        let held = frames::held_by_a_cpu(addr, limit.unwrap_or(u64::MAX)).is_some();
-        if !held && frames::with_zones(|zones| kernel_owned(zones, addr, npages)) {
+        // Not (all) this console's. Name the lowest page that cannot be freed, whatever
+        // the reason; a range with none belongs to the kernel and is not freed from here.
+        // (Unaligned and empty ranges go to the allocator for its own error.)
+        if let Some(limit) = limit
+            && npages > 0
+            && addr.is_multiple_of(PAGE_SIZE)
+            && let Some(problem) = first_problem(addr, limit)
+        {
+            return writeln!(out, "free: {problem}");
+        }
+        if frames::with_zones(|zones| kernel_owned(zones, addr, npages)) {
             return writeln!(
                 out,
                 "free: {} is in use by the kernel, not by this console: not freed",
@@ -406,13 +479,18 @@ impl Console {
         }
     }
 
-    /// `tree`: for each zone, the path from the root to the chunk of its search address,
-    /// then the other summaries that changed since the last `tree`.
-    fn tree_paths(&mut self, out: &mut dyn Write) -> fmt::Result {
+    /// `tree [ZONE]`: for each zone (or only ZONE), the path from the root to the chunk of
+    /// its search address, then the other summaries that changed since the last `tree`.
+    /// Without ZONE, a zone in which nothing changed since the last `tree` gets one line.
+    fn tree_paths(&mut self, only: Option<Zone>, out: &mut dyn Write) -> fmt::Result {
+        let mut shown = false;
         for z in Zone::ALL {
+            if only.is_some_and(|o| o != z) {
+                continue;
+            }
             let mut changed = Vec::with_capacity(MAX_CHANGED_LINES);
             let snapshot = &self.snapshot;
-            let Some((search, path, more)) = frames::with_zones(|zones| {
+            let Some((search, path, more, unchanged)) = frames::with_zones(|zones| {
                 let pa = zone(zones, z)?;
                 let search = pa.inspect().search_addr();
                 let mut path = [None; SUMMARY_LEVELS];
@@ -436,16 +514,29 @@ impl Console {
                         }
                     }
                 }
-                Some((search, path, more))
+                let unchanged = (0..SUMMARY_LEVELS).all(|l| {
+                    let now = pa
+                        .inspect()
+                        .summaries(l)
+                        .map(Iterator::collect::<Vec<_>>)
+                        .unwrap_or_default();
+                    (0..now.len()).all(|i| snapshot.get(z, l, i) == Some(now[i]))
+                });
+                Some((search, path, more, unchanged))
             }) else {
                 continue;
             };
+            shown = true;
+            if unchanged && only.is_none() && self.trees_shown {
+                writeln!(out, "zone {}: unchanged since the last `tree`", z.name())?;
+                continue;
+            }
             if search == MAX_SEARCH_ADDR {
                 writeln!(out, "zone {}: no free page", z.name())?;
             } else {
                 writeln!(
                     out,
-                    "zone {}: search address {search:#x}; the path from the root to its chunk:",
+                    "zone {}: search address {search:#x}; the path from the root to its chunk (counts in pages):",
                     z.name()
                 )?;
             }
@@ -463,13 +554,23 @@ impl Console {
                     writeln!(out, "  ... and {more} more")?;
                 }
             }
+            self.snapshot.update_zone(z);
         }
-        self.snapshot.update();
+        if !shown {
+            writeln!(out, "tree: no such zone on this machine")?;
+        }
+        self.trees_shown = true;
         Ok(())
     }
 
     /// `tree LEVEL INDEX`: the entry and its eight children in every zone that has it.
-    fn tree_node(&mut self, level: usize, index: usize, out: &mut dyn Write) -> fmt::Result {
+    fn tree_node(
+        &mut self,
+        level: usize,
+        index: usize,
+        only: Option<Zone>,
+        out: &mut dyn Write,
+    ) -> fmt::Result {
         let entries = 1usize << (PHYS_ADDR_BITS - LEVEL_SHIFT[level]);
         if index >= entries {
             return writeln!(
@@ -481,7 +582,7 @@ impl Console {
         let mut shown = false;
         for z in Zone::ALL {
             let (zbase, zlimit) = z.range();
-            if node.1 <= zbase || zlimit <= node.0 {
+            if node.1 <= zbase || zlimit <= node.0 || only.is_some_and(|o| o != z) {
                 continue;
             }
             let mut children = [None; 8];
@@ -544,7 +645,6 @@ impl Console {
                 node
             )?;
         }
-        self.snapshot.update();
         Ok(())
     }
 
@@ -557,6 +657,7 @@ impl Console {
         let (mut allocated, mut freed) = (0usize, 0usize);
         let mut biggest = 16;
         let mut stopped = None;
+        let mut oom = None;
         while used < target {
             if self.held.try_reserve(1).is_err() {
                 stopped = Some("the heap has no room to record more runs");
@@ -572,8 +673,9 @@ impl Console {
                 }
                 // Memory may be too fragmented for long runs; go on with single frames.
                 Err(_) if biggest > 1 => biggest = 1,
-                Err(_) => {
-                    stopped = Some("out of memory");
+                Err(e) => {
+                    stopped = Some("no free frame left in the zones");
+                    oom = Some(e);
                     break;
                 }
             }
@@ -590,19 +692,30 @@ impl Console {
         }
         let s = mm::stats();
         let (runs, held) = self.holding();
+        // In tenths of a percent, rounded down when the target was not reached (so an
+        // early stop never reads 100%), else to the nearest: frees come in whole runs.
+        let total = s.total_pages.max(1);
+        let permille = if stopped.is_some() {
+            s.used_pages * 1000 / total
+        } else {
+            (s.used_pages * 1000 + total / 2) / total
+        };
         writeln!(
             out,
-            "fill: {}% in use ({} of {} frames): allocated {allocated}, freed {freed}; \
-             this console holds {held} frame{} in {runs} run{}",
-            // Rounded: frees come in whole runs, so the target is only met to a few frames.
-            (s.used_pages * 100 + s.total_pages / 2) / s.total_pages.max(1),
+            "fill: {}.{}% in use ({} of {} pages): allocated {allocated}, freed {freed}; \
+             this console holds {held} page{} in {runs} run{}",
+            permille / 10,
+            permille % 10,
             s.used_pages,
             s.total_pages,
             plural(held),
             plural(runs)
         )?;
         if let Some(why) = stopped {
-            writeln!(out, "fill: stopped early: {why}")?;
+            writeln!(out, "fill: stopped before {percent}%: {why}")?;
+            if let Some(e) = oom {
+                cached_note(&e, out)?;
+            }
         } else if used > target {
             writeln!(out, "fill: the rest is the kernel's own memory")?;
         }
@@ -668,6 +781,26 @@ fn help(out: &mut dyn Write) -> fmt::Result {
     writeln!(out, "{NUMBERS_HELP}")
 }
 
+/// `walk N [ZONE]`: the search `alloc N` would make, traced (see [`walk`]).
+fn walk_command(npages: usize, only: Option<Zone>, out: &mut dyn Write) -> fmt::Result {
+    if npages == 0 {
+        return writeln!(out, "walk: a search for zero pages finds nothing to trace");
+    }
+    // Like `alloc`: the first zone in fallback order unless one is named.
+    let Some((z, trace)) = frames::with_zones(|zones| {
+        let z = match only {
+            Some(z) => z,
+            None => Zone::FALLBACK
+                .into_iter()
+                .find(|&z| zone(zones, z).is_some())?,
+        };
+        Some((z, walk::trace(zone(zones, z)?, npages)))
+    }) else {
+        return writeln!(out, "walk: no such zone on this machine");
+    };
+    trace.write(z.name(), out)
+}
+
 /// `chunk ADDR`: the bitmap of the chunk holding `addr`.
 fn chunk(addr: u64, out: &mut dyn Write) -> fmt::Result {
     if addr >= 1 << PHYS_ADDR_BITS {
@@ -731,6 +864,127 @@ fn chunk(addr: u64, out: &mut dyn Write) -> fmt::Result {
     writeln!(out, "  {CHUNK_LEGEND}")
 }
 
+/// After an out-of-memory error: how many of the free frames it counts sit in the CPUs'
+/// page caches and free batches, which the console does not allocate from.
+fn cached_note(e: &frames::FrameError, out: &mut dyn Write) -> fmt::Result {
+    let cached = mm::stats().cached_pages;
+    if matches!(e, frames::FrameError::OutOfMemory { .. }) && cached > 0 {
+        writeln!(
+            out,
+            "  ({cached} of the free frames sit in the CPUs' page caches and free batches; \
+             the console allocates from the zones' allocators only)"
+        )?;
+    }
+    Ok(())
+}
+
+/// Why `[addr, limit)` (page aligned, not empty) cannot be freed from the console: the
+/// lowest page that is not grown, free, the allocator's metadata, held free by a CPU, or
+/// in another zone than the first page. `None` if every page is allocated.
+fn first_problem(addr: u64, limit: u64) -> Option<FreeProblem> {
+    let meta = mm::init_report().map(|r| r.metadata);
+    let lowest = |a: Option<FreeProblem>, b: FreeProblem| match a {
+        Some(a) if a.page() <= b.page() => Some(a),
+        _ => Some(b),
+    };
+    let mut found: Option<FreeProblem> = None;
+    if let Some(m) = meta
+        && m.base < limit
+        && addr < m.limit
+    {
+        found = lowest(found, FreeProblem::Metadata(addr.max(m.base)));
+    }
+    if let Some(page) = frames::held_by_a_cpu(addr, limit) {
+        found = lowest(found, FreeProblem::HeldByCpu(page));
+    }
+    let z = Zone::of(addr);
+    let zone_limit = z.range().1;
+    if limit > zone_limit {
+        found = lowest(found, FreeProblem::CrossesZone(zone_limit));
+    }
+    // Scan the bitmaps only up to the lowest problem found so far.
+    let end = found.map_or(limit.min(zone_limit), |f| f.page());
+    let scanned = frames::with_zones(|zones| {
+        let Some(pa) = zone(zones, z) else {
+            return Some(FreeProblem::NotGrown(addr));
+        };
+        let mut p = addr;
+        while p < end {
+            let Some(r) = pa
+                .inspect()
+                .grown()
+                .iter()
+                .find(|r| r.base <= p && p < r.limit)
+            else {
+                return Some(FreeProblem::NotGrown(p));
+            };
+            // Pages of one grown range, up to its end.
+            while p < end.min(r.limit) {
+                let allocated = pa
+                    .inspect()
+                    .chunk_data(ChunkIdx::of(p))
+                    .is_some_and(|c| c.alloc_bits().get(chunk_page_index(p)));
+                if !allocated {
+                    return Some(FreeProblem::Free(p));
+                }
+                p += PAGE_SIZE;
+            }
+        }
+        None
+    });
+    match scanned {
+        Some(p) => lowest(found, p),
+        None => found,
+    }
+}
+
+/// What [`first_problem`] found, at which page.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum FreeProblem {
+    NotGrown(u64),
+    Free(u64),
+    Metadata(u64),
+    HeldByCpu(u64),
+    CrossesZone(u64),
+}
+
+impl FreeProblem {
+    fn page(self) -> u64 {
+        match self {
+            FreeProblem::NotGrown(p)
+            | FreeProblem::Free(p)
+            | FreeProblem::Metadata(p)
+            | FreeProblem::HeldByCpu(p)
+            | FreeProblem::CrossesZone(p) => p,
+        }
+    }
+}
+
+impl fmt::Display for FreeProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            FreeProblem::NotGrown(p) => write!(
+                f,
+                "page {p:#x} was never grown: no allocator manages it (not usable RAM; see `map`)"
+            ),
+            FreeProblem::Free(p) => write!(f, "page {p:#x} is not allocated (double free?)"),
+            FreeProblem::Metadata(p) => {
+                write!(f, "page {p:#x} holds the allocator's metadata: never freed")
+            }
+            FreeProblem::HeldByCpu(p) => write!(
+                f,
+                "page {p:#x} is free in a CPU's page cache or free batch (double free?)"
+            ),
+            FreeProblem::CrossesZone(p) => write!(
+                f,
+                "the range crosses from zone {} into zone {} at {p:#x}: free each zone's part on its own",
+                Zone::of(p - 1).name(),
+                Zone::of(p).name()
+            ),
+        }
+    }
+}
+
 fn zone(zones: &Zones, z: Zone) -> Option<&PageAlloc<'static>> {
     zones.zones[z].as_ref()
 }
@@ -792,19 +1046,23 @@ impl Snapshot {
     }
 
     fn update(&mut self) {
+        for z in Zone::ALL {
+            self.update_zone(z);
+        }
+    }
+
+    fn update_zone(&mut self, z: Zone) {
         frames::with_zones(|zones| {
-            for z in Zone::ALL {
-                if let Some(pa) = zone(zones, z) {
-                    for (l, copy) in self.levels[z as usize].iter_mut().enumerate() {
-                        let now = pa
-                            .inspect()
-                            .summaries(l)
-                            .map(Iterator::collect::<Vec<_>>)
-                            .unwrap_or_default();
-                        debug_assert!(now.len() <= copy.capacity());
-                        copy.clear();
-                        copy.extend_from_slice(&now);
-                    }
+            if let Some(pa) = zone(zones, z) {
+                for (l, copy) in self.levels[z as usize].iter_mut().enumerate() {
+                    let now = pa
+                        .inspect()
+                        .summaries(l)
+                        .map(Iterator::collect::<Vec<_>>)
+                        .unwrap_or_default();
+                    debug_assert!(now.len() <= copy.capacity());
+                    copy.clear();
+                    copy.extend_from_slice(&now);
                 }
             }
         });
@@ -868,6 +1126,16 @@ mod tests {
         assert!(run(&mut c, "tree").contains("was (start=0, max=0, end=0)"));
     }
 
+    /// The character `chunk` draws for the page at `addr` (in its own chunk's picture, so
+    /// it does not matter where a run lies relative to chunks and rows).
+    fn cell(c: &mut Console, addr: u64) -> char {
+        let picture = run(c, &alloc::format!("chunk {addr:#x}"));
+        let i = chunk_page_index(addr);
+        let row = picture.lines().nth(1 + i / 64).unwrap();
+        let cells: String = row.split_whitespace().skip(1).collect();
+        cells.chars().nth(i % 64).unwrap()
+    }
+
     #[test_case]
     fn chunk_shows_an_allocation() {
         let mut c = console();
@@ -879,19 +1147,18 @@ mod tests {
             picture.starts_with(&alloc::format!("chunk {} (", base >> 21)),
             "{picture}"
         );
-        let i = chunk_page_index(base);
-        let row = picture.lines().nth(1 + i / 64).unwrap();
-        let cells: String = row.split_whitespace().skip(1).collect();
-        assert_eq!(&cells[i % 64..i % 64 + 3], "###", "{picture}");
+        let pages = [base, base + 4096, base + 2 * 4096];
+        for p in pages {
+            assert_eq!(cell(&mut c, p), '#', "page {p:#x}");
+        }
         assert_eq!(
             run(&mut c, &alloc::format!("free {base:#x} 3")),
             alloc::format!("freed 3 frames at {}\n", Range(base, base + 3 * 4096))
         );
         assert_eq!(c.holding(), (0, 0));
-        let row = run(&mut c, &alloc::format!("chunk {base:#x}"));
-        let row = row.lines().nth(1 + i / 64).unwrap();
-        let cells: String = row.split_whitespace().skip(1).collect();
-        assert_eq!(&cells[i % 64..i % 64 + 3], "...");
+        for p in pages {
+            assert_eq!(cell(&mut c, p), '.', "page {p:#x}");
+        }
     }
 
     #[test_case]
@@ -905,19 +1172,27 @@ mod tests {
         );
         assert_eq!(c.holding(), (2, 3));
         // Straight back to the allocator (not to a CPU's batch): its bitmap shows it free.
-        let i = chunk_page_index(base);
-        let picture = run(&mut c, &alloc::format!("chunk {base:#x}"));
-        let row = picture.lines().nth(1 + (i + 1) / 64).unwrap();
-        let cells: String = row.split_whitespace().skip(1).collect();
-        assert_eq!(&cells[(i + 1) % 64..(i + 1) % 64 + 1], ".", "{picture}");
+        assert_eq!(cell(&mut c, base + 4096), '.');
         let again = run(&mut c, &alloc::format!("free {:#x} 1", base + 4096));
-        assert!(again.contains("is not allocated (double free?)"), "{again}");
+        assert_eq!(
+            again,
+            alloc::format!(
+                "free: page {:#x} is not allocated (double free?)\n",
+                base + 4096
+            )
+        );
         let meta = mm::init_report().unwrap().metadata.base;
         let kernel = run(&mut c, &alloc::format!("free {meta:#x} 1"));
-        assert!(kernel.contains("in use by the kernel"), "{kernel}");
+        assert!(
+            kernel.contains("holds the allocator's metadata"),
+            "{kernel}"
+        );
         assert!(run(&mut c, "free 0x123 1").contains("not aligned"));
-        // The two pieces, freed as one range.
-        assert!(run(&mut c, &alloc::format!("free {base:#x} 4")).contains("is not allocated"));
+        // The two pieces, freed as one range: the lowest page that is free is named.
+        assert!(
+            run(&mut c, &alloc::format!("free {base:#x} 4"))
+                .contains(&alloc::format!("page {:#x} is not allocated", base + 4096))
+        );
         run(&mut c, &alloc::format!("free {base:#x} 1"));
         run(&mut c, &alloc::format!("free {:#x} 2", base + 2 * 4096));
         assert_eq!(c.holding(), (0, 0));
@@ -925,6 +1200,94 @@ mod tests {
             run(&mut c, "check"),
             "check: every invariant holds in every zone\n"
         );
+    }
+
+    #[test_case]
+    fn a_bad_free_names_its_lowest_bad_page() {
+        let mut c = console();
+        // From address 0 over everything: whatever the layout, the first page that cannot
+        // be freed is the lowest one; the metadata (at the top) is not what is reported.
+        let out = run(&mut c, "free 0x0 4G");
+        assert!(out.starts_with("free: page 0x0 "), "{out}");
+        assert!(!out.contains("metadata"), "{out}");
+        // A range of kernel memory running into the metadata: the metadata is named.
+        let meta = mm::init_report().unwrap().metadata;
+        let out = run(&mut c, &alloc::format!("free {:#x} 2", meta.base - 4096));
+        let below_is_free = frames::with_zones(|zones| !kernel_owned(zones, meta.base - 4096, 1));
+        if !below_is_free {
+            assert!(out.contains("holds the allocator's metadata"), "{out}");
+        }
+        // A range across the DMA / DMA32 boundary, of allocated pages on both sides.
+        let low = allocated_at(&run(&mut c, "alloc 1 below 16M"));
+        let out = run(
+            &mut c,
+            &alloc::format!("free {:#x} 2", (16u64 << 20) - 4096),
+        );
+        assert!(
+            out.contains("is not allocated")
+                || out.contains("never grown")
+                || out.contains("crosses from zone DMA into zone DMA32 at 0x1000000"),
+            "{out}"
+        );
+        run(&mut c, &alloc::format!("free {low:#x} 1"));
+        assert_eq!(c.holding(), (0, 0));
+    }
+
+    #[test_case]
+    fn walk_ends_where_alloc_allocates() {
+        let mut c = console();
+        // Sizes that take the fast path, a tree search within a chunk, one across chunks.
+        for (n, below) in [
+            (1, "16M"),
+            (3, "16M"),
+            (300, "16M"),
+            (600, "16M"),
+            (700, "4G"),
+        ] {
+            let zone = if below == "16M" { "dma" } else { "dma32" };
+            let walk = run(&mut c, &alloc::format!("walk {n} {zone}"));
+            let result = walk
+                .lines()
+                .find_map(|l| l.strip_prefix("result: "))
+                .unwrap_or_else(|| panic!("no result:\n{walk}"));
+            let out = run(&mut c, &alloc::format!("alloc {n} below {below}"));
+            let got = allocated_at(&out);
+            assert!(
+                result.starts_with(&alloc::format!("{n} page{} at {got:#x}..", plural(n))),
+                "walk said {result}, alloc gave {got:#x}:\n{walk}"
+            );
+            run(&mut c, &alloc::format!("free {got:#x} {n}"));
+        }
+        let walk = run(&mut c, "walk 600 dma");
+        assert!(walk.contains("fast path: no"), "{walk}");
+        assert!(
+            walk.contains("rule 2:") || walk.contains("rule 3:"),
+            "{walk}"
+        );
+        assert!(run(&mut c, "walk 3 dma").contains("fast path: the search address's chunk"));
+        assert!(run(&mut c, "walk 1G dma").contains("result: no run of 262144 free pages"));
+        assert_eq!(c.holding(), (0, 0));
+    }
+
+    #[test_case]
+    fn tree_shows_a_zone_or_what_changed() {
+        let mut c = console();
+        let first = run(&mut c, "tree");
+        assert!(first.contains("zone DMA: search address"), "{first}");
+        assert!(first.contains("zone DMA32: search address"), "{first}");
+        let low = allocated_at(&run(&mut c, "alloc 1 below 16M"));
+        let second = run(&mut c, "tree");
+        assert!(second.contains("zone DMA: search address"), "{second}");
+        assert!(
+            second.contains("zone DMA32: unchanged since the last `tree`"),
+            "{second}"
+        );
+        let only = run(&mut c, "tree dma32");
+        assert!(only.starts_with("zone DMA32: search address"), "{only}");
+        assert!(!only.contains("zone DMA:"), "{only}");
+        assert!(run(&mut c, "tree 0 0 dma").starts_with("zone DMA: L0[0]"));
+        assert!(!run(&mut c, "tree 0 0 dma").contains("DMA32"));
+        run(&mut c, &alloc::format!("free {low:#x} 1"));
     }
 
     #[test_case]
@@ -938,7 +1301,14 @@ mod tests {
         assert!(low < 16 << 20);
         assert!(run(&mut c, "alloc 3 align 3").contains("not a power of two"));
         assert!(run(&mut c, "alloc 0").contains("zero pages"));
-        assert!(run(&mut c, "alloc 1G").contains("out of memory"));
+        let oom = run(&mut c, "alloc 1G");
+        assert!(oom.contains("out of memory"), "{oom}");
+        if mm::stats().cached_pages > 0 {
+            assert!(
+                oom.contains("of the free frames sit in the CPUs' page caches"),
+                "{oom}"
+            );
+        }
         run(&mut c, &alloc::format!("free {base:#x} 2M"));
         run(&mut c, &alloc::format!("free {low:#x} 1"));
         assert_eq!(c.holding(), (0, 0));
@@ -950,10 +1320,7 @@ mod tests {
         let s = mm::stats();
         let pct = s.used_pages * 100 / s.total_pages;
         let out = run(&mut c, &alloc::format!("fill {}", pct + 3));
-        assert!(
-            out.contains(&alloc::format!("fill: {}% in use", pct + 3)),
-            "{out}"
-        );
+        assert!(out.contains(&alloc::format!("fill: {}.", pct + 3)), "{out}");
         assert!(c.holding().0 > 10);
         assert!(run(&mut c, "fill 0").contains("the rest is the kernel's own memory"));
         assert_eq!(c.holding(), (0, 0));
@@ -967,7 +1334,7 @@ mod tests {
         assert!(out.contains("\n  L1[7] "), "eight children:\n{out}");
         assert!(run(&mut c, "tree 4 8").contains("a chunk: its children are the 512 pages"));
         assert!(run(&mut c, "tree 0 100").contains("no zone has an entry L0[100]"));
-        assert!(run(&mut c, "tree 9 0").contains("usage: tree [LEVEL INDEX]"));
+        assert!(run(&mut c, "tree 9 0").contains("usage: tree [LEVEL INDEX] [ZONE]"));
         let huge = run(&mut c, "tree 0 0xffffffffffffffff");
         let roots = 1usize << (PHYS_ADDR_BITS - LEVEL_SHIFT[0]); // 32768 for 48 bits
         assert!(huge.starts_with(&alloc::format!("tree: level 0 has {roots} entries")));
@@ -984,6 +1351,16 @@ mod tests {
         assert!(run(&mut c, "aspace map 0xffff800000000000").contains("not a user address"));
         assert!(run(&mut c, "aspace map 0x800000000000").contains("not a canonical"));
         assert!(run(&mut c, "aspace drop").starts_with("dropped the address space"));
+    }
+
+    #[test_case]
+    fn incomplete_lines_are_not_run() {
+        assert_eq!(input_problem(Key::Enter, 0), None);
+        assert_eq!(input_problem(Key::TooLong, 0), Some(InputProblem::TooLong));
+        assert_eq!(input_problem(Key::Enter, 3), Some(InputProblem::Lost(3)));
+        let msg = alloc::format!("{}", InputProblem::Lost(44));
+        assert!(msg.starts_with("input: 44 bytes lost (more than "), "{msg}");
+        assert!(msg.ends_with("the line was not run"), "{msg}");
     }
 
     #[test_case]

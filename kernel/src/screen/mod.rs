@@ -421,10 +421,11 @@ impl Screen {
                 t.metadata_frames
             )),
             FmtBuf::format(format_args!(
-                "largest free run: {} frames ({}) at {:#x}",
+                "largest free run: {} frames ({}) at {:#x}; the next search starts at {:#x}",
                 t.largest_free_run,
                 Size(t.largest_free_run as u64 * FRAME_SIZE),
-                t.largest_free_at
+                t.largest_free_at,
+                t.search_addr
             )),
             FmtBuf::format(format_args!("> {caption}")),
         ];

@@ -149,6 +149,9 @@ pub struct Totals {
     pub largest_free_run: usize,
     /// Where that run starts.
     pub largest_free_at: u64,
+    /// The search address of the zone ordinary requests try first (where the next
+    /// search starts), or [`pagealloc::MAX_SEARCH_ADDR`] if it has no free page.
+    pub search_addr: u64,
     /// Frames backing the kernel heap.
     pub heap_frames: usize,
     /// Page-table frames of the kernel and the live address spaces.
@@ -184,6 +187,7 @@ impl Snapshot {
                 used_frames: 0,
                 largest_free_run: 0,
                 largest_free_at: 0,
+                search_addr: 0,
                 heap_frames: 0,
                 table_frames: 0,
                 metadata_frames: 0,
@@ -262,6 +266,9 @@ impl Snapshot {
                 }
                 let unmanaged = frames_per_cell as usize - cell.managed as usize;
                 cell.used = allocated.saturating_sub(unmanaged) as u32;
+            }
+            if let Some(pa) = Zone::FALLBACK.iter().find_map(|&z| zones.zones[z].as_ref()) {
+                totals.search_addr = pa.inspect().search_addr();
             }
             for pa in zones.zones.iter().flatten() {
                 totals.total_frames += pa.total_pages();

@@ -34,6 +34,9 @@ pub enum Key {
     Pending,
     /// A line is complete: read it with [`LineEditor::line`], then [`LineEditor::clear`].
     Enter,
+    /// A line ended that was longer than [`MAX_LINE`]: it holds only the first
+    /// [`MAX_LINE`] characters and must not be run. Clear it.
+    TooLong,
 }
 
 /// A line being typed.
@@ -43,6 +46,8 @@ pub struct LineEditor {
     escape: Escape,
     /// The last byte was `\r`, so a `\n` right after it ends no second line.
     after_cr: bool,
+    /// Characters were refused because the line was full.
+    overflow: bool,
 }
 
 impl LineEditor {
@@ -53,6 +58,7 @@ impl LineEditor {
             len: 0,
             escape: Escape::None,
             after_cr: false,
+            overflow: false,
         }
     }
 
@@ -60,14 +66,12 @@ impl LineEditor {
     pub fn feed(&mut self, byte: u8, echo: &mut impl Write) -> Result<Key, fmt::Error> {
         let after_cr = core::mem::replace(&mut self.after_cr, false);
         match self.escape {
-            Escape::Start => {
-                self.escape = if byte == b'[' || byte == b'O' {
-                    Escape::Sequence
-                } else {
-                    Escape::None
-                };
+            Escape::Start if byte == b'[' || byte == b'O' => {
+                self.escape = Escape::Sequence;
                 return Ok(Key::Pending);
             }
+            // A lone ESC (or Alt with a key): the byte after it counts as typed.
+            Escape::Start => self.escape = Escape::None,
             Escape::Sequence => {
                 // Parameter bytes are 0x20..=0x3f; anything else ends the sequence.
                 if !(0x20..=0x3f).contains(&byte) {
@@ -82,6 +86,9 @@ impl LineEditor {
             b'\r' | b'\n' => {
                 self.after_cr = byte == b'\r';
                 echo.write_char('\n')?;
+                if core::mem::replace(&mut self.overflow, false) {
+                    return Ok(Key::TooLong);
+                }
                 return Ok(Key::Enter);
             }
             BACKSPACE | DEL => {
@@ -99,6 +106,7 @@ impl LineEditor {
             CTRL_C => {
                 // Give up the line: an empty line, and a fresh prompt.
                 self.len = 0;
+                self.overflow = false;
                 echo.write_str("^C\n")?;
                 return Ok(Key::Enter);
             }
@@ -109,6 +117,7 @@ impl LineEditor {
                     self.len += 1;
                     echo.write_char(byte as char)?;
                 } else {
+                    self.overflow = true;
                     echo.write_char(BELL as char)?;
                 }
             }
@@ -127,6 +136,7 @@ impl LineEditor {
     /// Starts a new line.
     pub fn clear(&mut self) {
         self.len = 0;
+        self.overflow = false;
     }
 }
 
@@ -148,10 +158,12 @@ mod tests {
         let mut echo = String::new();
         let mut lines = Vec::new();
         for &b in input {
-            if ed.feed(b, &mut echo).unwrap() == Key::Enter {
-                lines.push(String::from(ed.line()));
-                ed.clear();
+            match ed.feed(b, &mut echo).unwrap() {
+                Key::Enter => lines.push(String::from(ed.line())),
+                Key::TooLong => lines.push(String::from("(too long)")),
+                Key::Pending => continue,
             }
+            ed.clear();
         }
         (lines, echo)
     }
@@ -184,11 +196,29 @@ mod tests {
     }
 
     #[test_case]
-    fn a_long_line_rings_the_bell() {
+    fn a_long_line_rings_the_bell_and_is_not_run() {
         let mut input = [b'x'; MAX_LINE + 2];
         input[MAX_LINE + 1] = b'\r';
         let (lines, echo) = type_in(&input);
-        assert_eq!(lines[0].len(), MAX_LINE);
+        assert_eq!(lines, ["(too long)"]);
         assert!(echo.ends_with("x\x07\n"));
+        let mut ed = LineEditor::new();
+        let mut echo = String::new();
+        for &b in &input {
+            ed.feed(b, &mut echo).unwrap();
+        }
+        ed.clear();
+        for &b in b"map\r" {
+            ed.feed(b, &mut echo).unwrap();
+        }
+        assert_eq!(ed.line(), "map", "the next line is whole again");
+    }
+
+    #[test_case]
+    fn enter_after_a_lone_escape_still_ends_the_line() {
+        assert_eq!(type_in(b"map\x1b\r").0, ["map"]);
+        assert_eq!(type_in(b"\x1b\rstats\r").0, ["", "stats"]);
+        // Alt-x arrives as ESC x: the x counts.
+        assert_eq!(type_in(b"\x1bxy\r").0, ["xy"]);
     }
 }

@@ -2,6 +2,8 @@
 
 use core::fmt;
 
+use crate::mm::frames::Zone;
+
 /// Bytes in a frame.
 const FRAME_BYTES: u64 = 4096;
 
@@ -30,8 +32,13 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "tree",
-        "tree [LEVEL INDEX]",
-        "summary LEVEL[INDEX] and its 8 children; alone: the path to the search address",
+        "tree [LEVEL INDEX] [ZONE]",
+        "summary LEVEL[INDEX] and its 8 children; alone: each zone's path to its search address",
+    ),
+    (
+        "walk",
+        "walk N [ZONE]",
+        "trace, step by step, the search an `alloc N` makes in ZONE; allocates nothing",
     ),
     (
         "chunk",
@@ -63,7 +70,8 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
 
 /// What `help` adds about numbers.
 pub const NUMBERS_HELP: &str = "numbers: 42, 0x2a, 0x1_0000; K, M, G multiply by 2^10, 2^20, 2^30. \
-A frame count with a suffix is a size in bytes: alloc 2M = alloc 512.";
+A frame count with a suffix is a size in bytes: alloc 2M = alloc 512. \
+Summaries (start, max, end) count pages of 4 KiB. ZONE is dma, dma32 or normal.";
 
 /// The usage line of `command`.
 pub fn usage_of(command: &str) -> &'static str {
@@ -177,8 +185,20 @@ pub enum Command {
         /// Frames.
         npages: usize,
     },
-    /// `tree [LEVEL INDEX]`
-    Tree(Option<(usize, usize)>),
+    /// `tree [LEVEL INDEX] [ZONE]`
+    Tree {
+        /// An entry `(level, index)`; none for the path to each search address.
+        node: Option<(usize, usize)>,
+        /// Only this zone.
+        zone: Option<Zone>,
+    },
+    /// `walk N [ZONE]`
+    Walk {
+        /// Frames.
+        npages: usize,
+        /// The zone to search (default: the first zone an ordinary request tries).
+        zone: Option<Zone>,
+    },
     /// `chunk [ADDR]`
     Chunk(Option<u64>),
     /// `fill PERCENT`
@@ -317,21 +337,36 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, ParseError<'_>> {
             [_] => return Err(bad(Why::Missing("N"))),
             [_, _, extra, ..] => return Err(bad(Why::Unexpected(extra))),
         },
-        "tree" => match args {
-            [] => Command::Tree(None),
-            [level, index] => {
-                let level = number(level).map_err(|e| bad(Why::Number(e)))?;
-                if level > 4 {
-                    return Err(bad(Why::Range("LEVEL is 0 (the root) to 4 (the chunks)")));
+        "tree" => {
+            let (args, zone) = split_zone(args);
+            let node = match args {
+                [] => None,
+                [level, index] => {
+                    let level = number(level).map_err(|e| bad(Why::Number(e)))?;
+                    if level > 4 {
+                        return Err(bad(Why::Range("LEVEL is 0 (the root) to 4 (the chunks)")));
+                    }
+                    let index = number(index).map_err(|e| bad(Why::Number(e)))?;
+                    let index = usize::try_from(index)
+                        .map_err(|_| bad(Why::Range("INDEX is too large")))?;
+                    Some((level as usize, index))
                 }
-                let index = number(index).map_err(|e| bad(Why::Number(e)))?;
-                let index =
-                    usize::try_from(index).map_err(|_| bad(Why::Range("INDEX is too large")))?;
-                Command::Tree(Some((level as usize, index)))
+                [_] => return Err(bad(Why::Missing("INDEX"))),
+                [_, _, extra, ..] => return Err(bad(Why::Unexpected(extra))),
+            };
+            Command::Tree { node, zone }
+        }
+        "walk" => {
+            let (args, zone) = split_zone(args);
+            match args {
+                [n] => Command::Walk {
+                    npages: parse_frames(n).map_err(|e| bad(Why::Number(e)))?,
+                    zone,
+                },
+                [] => return Err(bad(Why::Missing("N"))),
+                [_, extra, ..] => return Err(bad(Why::Unexpected(extra))),
             }
-            [_] => return Err(bad(Why::Missing("INDEX"))),
-            [_, _, extra, ..] => return Err(bad(Why::Unexpected(extra))),
-        },
+        }
         "chunk" => match args {
             [] => Command::Chunk(None),
             [addr] => Command::Chunk(Some(number(addr).map_err(|e| bad(Why::Number(e)))?)),
@@ -367,6 +402,18 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, ParseError<'_>> {
         _ => unreachable!("every name in COMMANDS is handled"),
     };
     Ok(Some(cmd))
+}
+
+/// A zone named by the last word, and the words before it.
+fn split_zone<'a, 'w>(args: &'w [&'a str]) -> (&'w [&'a str], Option<Zone>) {
+    if let Some((last, rest)) = args.split_last()
+        && let Some(z) = Zone::ALL
+            .into_iter()
+            .find(|z| z.name().eq_ignore_ascii_case(last))
+    {
+        return (rest, Some(z));
+    }
+    (args, None)
 }
 
 /// The words after the command name, without a heap.
@@ -473,8 +520,25 @@ mod tests {
                 npages: 3
             })
         );
-        assert_eq!(p("tree"), Some(Command::Tree(None)));
-        assert_eq!(p("tree 4 0x10"), Some(Command::Tree(Some((4, 16)))));
+        let tree = |node, zone| Some(Command::Tree { node, zone });
+        assert_eq!(p("tree"), tree(None, None));
+        assert_eq!(p("tree 4 0x10"), tree(Some((4, 16)), None));
+        assert_eq!(p("tree dma"), tree(None, Some(Zone::Dma)));
+        assert_eq!(p("tree 2 0 DMA32"), tree(Some((2, 0)), Some(Zone::Dma32)));
+        assert_eq!(
+            p("walk 600 dma"),
+            Some(Command::Walk {
+                npages: 600,
+                zone: Some(Zone::Dma)
+            })
+        );
+        assert_eq!(
+            p("walk 2M"),
+            Some(Command::Walk {
+                npages: 512,
+                zone: None
+            })
+        );
         assert_eq!(p("chunk"), Some(Command::Chunk(None)));
         assert_eq!(p("chunk 16M"), Some(Command::Chunk(Some(16 << 20))));
         assert_eq!(p("fill 50%"), Some(Command::Fill(50)));
@@ -513,9 +577,18 @@ mod tests {
         assert_eq!(e("free 1 2 3"), "unexpected `3`\nusage: free ADDR N");
         assert_eq!(
             e("tree 5 0"),
-            "LEVEL is 0 (the root) to 4 (the chunks)\nusage: tree [LEVEL INDEX]"
+            "LEVEL is 0 (the root) to 4 (the chunks)\nusage: tree [LEVEL INDEX] [ZONE]"
         );
-        assert_eq!(e("tree 1"), "missing INDEX\nusage: tree [LEVEL INDEX]");
+        assert_eq!(
+            e("tree 1"),
+            "missing INDEX\nusage: tree [LEVEL INDEX] [ZONE]"
+        );
+        assert_eq!(e("walk"), "missing N\nusage: walk N [ZONE]");
+        assert_eq!(e("walk 3 dmz"), "unexpected `dmz`\nusage: walk N [ZONE]");
+        assert_eq!(
+            e("tree 1 2 dma 4"),
+            "unexpected `dma`\nusage: tree [LEVEL INDEX] [ZONE]"
+        );
         assert_eq!(e("fill 101"), "PERCENT is 0 to 100\nusage: fill PERCENT");
         assert_eq!(e("help me"), "unexpected `me`\nusage: help");
         assert_eq!(

@@ -64,6 +64,8 @@ pub enum PageState {
     Free,
     /// Never grown: a hole in the memory map (the allocator keeps it marked allocated).
     Hole,
+    /// Part of the run a search found (`walk`).
+    Found,
 }
 
 impl PageState {
@@ -73,13 +75,13 @@ impl PageState {
             PageState::Allocated => '#',
             PageState::Free => '.',
             PageState::Hole => 'x',
+            PageState::Found => '+',
         }
     }
 }
 
 /// The legend under a chunk picture.
-pub const CHUNK_LEGEND: &str =
-    "'#' allocated, '.' free, 'x' not managed (a hole in the memory map)";
+pub const CHUNK_LEGEND: &str = "'#' allocated, '.' free, 'x' not managed (never grown: not usable RAM, or memory the bootloader placed the kernel, its page tables or boot data in)";
 
 /// Draws a chunk as 8 rows of 64 pages, lowest address first, each row starting with
 /// its address and split into groups of 8 pages.
