@@ -399,12 +399,22 @@ run_tests() {
   run_suite "build: boot tool and kernel tests" check \
     bash -c 'cargo build -p boot && cargo ktest --no-run'
   run_suite "clippy: host crates" check \
-    bash -c 'cargo clippy -p boot -p pagealloc -p guide-tools -p pagealloc-exercises --all-targets -- -D warnings &&
+    bash -c 'cargo clippy -p boot -p pagealloc -p pagealloc-model -p pagealloc-x86_64 -p guide-tools -p pagealloc-exercises --all-targets -- -D warnings &&
       cargo clippy -p pagealloc-exercises --all-targets --features solutions -- -D warnings'
   run_suite "clippy: kernel (x86_64-target.json)" check cargo kclippy -- -D warnings
   run_suite "host tests: boot" cargo cargo test -p boot
-  run_suite "host tests: pagealloc" cargo cargo test -p pagealloc
   run_suite "host tests: guide-tools" cargo cargo test -p guide-tools
+  # Includes tests/public_api.rs: the public API against the committed public-api.txt.
+  run_suite "host tests: pagealloc (and its public-API snapshot)" cargo cargo test -p pagealloc
+  run_suite "host tests: pagealloc-model, pagealloc-x86_64" cargo \
+    cargo test -p pagealloc-model -p pagealloc-x86_64
+  # The API docs as docs.rs builds them, with broken links and other warnings as errors.
+  run_suite "docs: pagealloc, pagealloc-x86_64 (warnings denied)" check \
+    env RUSTDOCFLAGS="-D warnings --cfg docsrs" \
+    cargo doc -q --no-deps -p pagealloc -p pagealloc-x86_64 --features pagealloc/check,pagealloc/inspect
+  # Both crates as crates.io would get them (each built from its packaged sources).
+  run_suite "package: pagealloc, pagealloc-x86_64" check \
+    cargo package -q -p pagealloc -p pagealloc-x86_64 --allow-dirty
   # A minute of coverage-guided fuzzing of the allocator from its seed corpus (installs
   # cargo-fuzz if missing; skipped with a message where it cannot be installed).
   run_suite "fuzz smoke: pagealloc ops (60 s)" check bash kernel/pagealloc/fuzz/smoke.sh 60

@@ -12,11 +12,19 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-/// Status QEMU exits with when the kernel writes `0x10` (success) to `isa-debug-exit`:
-/// QEMU exits with `(value << 1) | 1`.
-pub const QEMU_SUCCESS: i32 = (0x10 << 1) | 1;
-/// Same for `0x11` (failure).
-pub const QEMU_FAILURE: i32 = (0x11 << 1) | 1;
+/// I/O port of the `isa-debug-exit` device every run adds. The kernel's side of this
+/// protocol is `kernel/src/qemu.rs`; a test below checks that both say the same.
+pub const ISA_DEBUG_EXIT_PORT: u16 = 0xf4;
+/// What the kernel writes to `isa-debug-exit` on success (`QemuExitCode::Success`).
+pub const EXIT_SUCCESS_VALUE: i32 = 0x10;
+/// What it writes on failure (`QemuExitCode::Failed`).
+pub const EXIT_FAILURE_VALUE: i32 = 0x11;
+
+/// Status QEMU exits with when the kernel writes [`EXIT_SUCCESS_VALUE`] to
+/// `isa-debug-exit`: QEMU exits with `(value << 1) | 1`.
+pub const QEMU_SUCCESS: i32 = (EXIT_SUCCESS_VALUE << 1) | 1;
+/// Same for [`EXIT_FAILURE_VALUE`].
+pub const QEMU_FAILURE: i32 = (EXIT_FAILURE_VALUE << 1) | 1;
 
 /// The package names to install QEMU and OVMF on Debian.
 pub const INSTALL_PACKAGES: &str = "qemu-system-x86 ovmf";
@@ -216,7 +224,7 @@ pub fn qemu_args(options: &Options, image: &Path) -> Vec<String> {
         "stdio".into(),
         "--no-reboot".into(),
         "-device".into(),
-        "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
+        format!("isa-debug-exit,iobase={ISA_DEBUG_EXIT_PORT:#x},iosize=0x04"),
         "-m".into(),
         options.memory.clone(),
         "-smp".into(),
@@ -409,6 +417,23 @@ fn forward(mut input: impl Read, output: &mut impl Write) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    /// The kernel's side of the exit protocol (`kernel/src/qemu.rs`) names the same port
+    /// and values as this side.
+    #[test]
+    fn exit_protocol_matches_the_kernel() {
+        let kernel = include_str!("../../kernel/src/qemu.rs");
+        let has = |line: &str| kernel.lines().any(|l| l.trim() == line);
+        let port = format!(
+            "pub const ISA_DEBUG_EXIT_PORT: u16 = {:#x};",
+            super::ISA_DEBUG_EXIT_PORT
+        );
+        let ok = format!("Success = {:#x},", super::EXIT_SUCCESS_VALUE);
+        let failed = format!("Failed = {:#x},", super::EXIT_FAILURE_VALUE);
+        for line in [&port, &ok, &failed] {
+            assert!(has(line), "kernel/src/qemu.rs does not say `{line}`");
+        }
+    }
+
     use super::*;
 
     #[test]

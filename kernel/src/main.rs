@@ -79,7 +79,7 @@ fn allocator_demo() {
     );
     let s = mm::stats();
     for z in Zone::ALL {
-        let zs = s.zones[z as usize];
+        let zs = s.zones[z];
         if zs.total_pages > 0 {
             serial_println!(
                 "  zone {:<6} {:>8} frames, {:>8} free, largest free run {} frames",

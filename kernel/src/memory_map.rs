@@ -6,8 +6,8 @@ use crate::fmtbuf::FmtBuf;
 use bootloader_api::info::{MemoryRegion, MemoryRegionKind};
 use core::fmt;
 
-/// Size of a frame (a 4 KiB page of physical memory).
-pub const FRAME_BYTES: u64 = 4096;
+/// Size of a frame (a 4 KiB page of physical memory): the kernel's one constant for it.
+pub use crate::mm::FRAME_SIZE as FRAME_BYTES;
 
 /// A byte count shown with a binary unit: `512 B`, `639 KiB`, `1.5 MiB`, `4 GiB`. One
 /// decimal, truncated, and only when it is not zero. Honours width and alignment flags.

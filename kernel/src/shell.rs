@@ -10,36 +10,37 @@
 //! the heap: growing the heap takes frames, which takes that lock.
 
 pub mod churn;
+mod holding;
 pub mod line;
 pub mod parse;
 pub mod show;
+mod tree;
 pub mod walk;
 
 use alloc::vec::Vec;
 use core::fmt::{self, Write};
 
 use bootloader_api::info::MemoryRegion;
-use pagealloc::consts::{
+use pagealloc::inspect::chunk_page_index;
+use pagealloc::inspect::{ChunkIdx, MAX_SEARCH_ADDR, PallocData, PallocSum};
+use pagealloc::inspect::{
     LEVEL_SHIFT, PAGE_SIZE, PALLOC_CHUNK_PAGES, PHYS_ADDR_BITS, SUMMARY_LEVELS,
 };
-use pagealloc::pagealloc::chunk_page_index;
-use pagealloc::{AddrRange, ChunkIdx, MAX_SEARCH_ADDR, PageAlloc, PallocData, PallocSum};
+use pagealloc::{AddrRange, PageAlloc};
 use x86_64::structures::paging::{Page, PageTableFlags};
 use x86_64::{PhysAddr, VirtAddr};
 
 use crate::memory_map::{self, Kind, Size};
-use crate::mm::frames::{self, FrameRequest, Zone, Zones};
+use crate::mm::frames::{self, FrameRequest, Frames, Zone, Zones};
 use crate::mm::{self, AddressSpace};
 use crate::rng::XorShift;
 use line::{Key, LineEditor};
 use parse::{Aspace, COMMANDS, Command, NUMBERS_HELP, parse_command, usage_of};
 use show::{CHUNK_LEGEND, PageState, Range, write_chunk, write_entry};
+use tree::*;
 
 /// What the console prints when it waits for a command.
 pub const PROMPT: &str = "mm> ";
-
-/// Lines of changed summaries `tree` lists per zone besides the path.
-const MAX_CHANGED_LINES: usize = 12;
 
 /// Runs the console until `quit`, then exits QEMU with success.
 pub fn run(regions: &'static [MemoryRegion]) -> ! {
@@ -135,8 +136,9 @@ pub enum Flow {
 /// last `tree` saw them.
 pub struct Console {
     regions: &'static [MemoryRegion],
-    /// Frames this console allocated and still holds, `(base, npages)`, in no order.
-    held: Vec<(u64, usize)>,
+    /// The frames this console allocated and still holds, as their handles (runs that
+    /// never overlap, in no order).
+    held: Vec<Frames>,
     last_alloc: Option<u64>,
     space: Option<AddressSpace>,
     rng: XorShift,
@@ -161,7 +163,7 @@ impl Console {
 
     /// Frames this console holds: `(runs, frames)`.
     pub fn holding(&self) -> (usize, usize) {
-        (self.held.len(), self.held.iter().map(|&(_, n)| n).sum())
+        (self.held.len(), self.held.iter().map(Frames::npages).sum())
     }
 
     fn banner(&self, out: &mut dyn Write) -> fmt::Result {
@@ -273,7 +275,7 @@ impl Console {
             let mut ranges = [AddrRange::new(0, 0); 6];
             let Some((n, total)) = frames::with_zones(|zones| {
                 let pa = zone(zones, z)?;
-                let grown = pa.in_use();
+                let grown = pa.inspect().grown();
                 for (slot, r) in ranges.iter_mut().zip(grown) {
                     *slot = *r;
                 }
@@ -326,11 +328,11 @@ impl Console {
         )?;
         for z in Zone::ALL {
             let Some(search) =
-                frames::with_zones(|zones| zone(zones, z).map(|pa| pa.search_addr()))
+                frames::with_zones(|zones| zone(zones, z).map(|pa| pa.inspect().search_addr()))
             else {
                 continue;
             };
-            let zs = s.zones[z as usize];
+            let zs = s.zones[z];
             write!(
                 out,
                 "  zone {:<6} {:>8} frames {:>8} free  largest free run {:>8}  search address ",
@@ -356,362 +358,6 @@ impl Console {
             0 => Ok(()),
             n => writeln!(out, "serial input: {n} bytes lost (sent faster than read)"),
         }
-    }
-
-    fn alloc(
-        &mut self,
-        npages: usize,
-        align_pages: usize,
-        below: Option<u64>,
-        out: &mut dyn Write,
-    ) -> fmt::Result {
-        if self.held.try_reserve(1).is_err() {
-            return writeln!(out, "alloc: the heap has no room to record an allocation");
-        }
-        let mut req = FrameRequest::pages(npages).aligned(align_pages);
-        if let Some(limit) = below {
-            req = req.below(limit);
-        }
-        match frames::alloc_uncached(req) {
-            Ok(f) => {
-                let (frame, n) = f.into_raw();
-                let base = frame.start_address().as_u64();
-                self.held.push((base, n));
-                self.last_alloc = Some(base);
-                writeln!(
-                    out,
-                    "allocated {n} frame{} at {} (zone {})",
-                    plural(n),
-                    Range(base, base + n as u64 * PAGE_SIZE),
-                    Zone::of(base).name()
-                )
-            }
-            Err(e) => {
-                writeln!(out, "alloc: {e}")?;
-                cached_note(&e, out)
-            }
-        }
-    }
-
-    fn free(&mut self, addr: u64, npages: usize, out: &mut dyn Write) -> fmt::Result {
-        let limit = (npages as u64)
-            .checked_mul(PAGE_SIZE)
-            .and_then(|b| addr.checked_add(b));
-        let Some(phys) = PhysAddr::try_new(addr).ok() else {
-            return writeln!(out, "free: {addr:#x} is not a physical address");
-        };
-        if limit.is_none_or(|l| l > 1 << PHYS_ADDR_BITS) {
-            return writeln!(
-                out,
-                "free: {npages} frames at {addr:#x} run past the physical address space"
-            );
-        }
-        let overlap = |&(b, n): &(u64, usize), limit: u64| {
-            let end = b + n as u64 * PAGE_SIZE;
-            (addr.max(b), limit.min(end))
-        };
-        // Pages of the range that this console holds (its runs never overlap).
-        let mine = match limit {
-            Some(limit) if npages > 0 => self
-                .held
-                .iter()
-                .map(|e| overlap(e, limit))
-                .filter(|(lo, hi)| lo < hi)
-                .map(|(lo, hi)| (hi - lo) / PAGE_SIZE)
-                .sum::<u64>(),
-            _ => 0,
-        };
-        if let Some(limit) = limit
-            && npages > 0
-            && mine == npages as u64
-        {
-            // A run may be split in two: make room first, so that nothing can fail after
-            // the frames are freed.
-            if self.held.try_reserve(2).is_err() {
-                return writeln!(out, "free: the heap has no room to record the rest");
-            }
-            if let Err(e) = frames::free_uncached(phys, npages) {
-                return writeln!(out, "free: {e}");
-            }
-            let mut k = 0;
-            while k < self.held.len() {
-                let (b, n) = self.held[k];
-                let end = b + n as u64 * PAGE_SIZE;
-                if b >= limit || end <= addr {
-                    k += 1;
-                    continue;
-                }
-                self.held.swap_remove(k);
-                if b < addr {
-                    self.held.push((b, ((addr - b) / PAGE_SIZE) as usize));
-                }
-                if limit < end {
-                    self.held
-                        .push((limit, ((end - limit) / PAGE_SIZE) as usize));
-                }
-            }
-            return writeln!(
-                out,
-                "freed {npages} frame{} at {}",
-                plural(npages),
-                Range(addr, limit)
-            );
-        }
-        // Not (all) this console's. Name the lowest page that cannot be freed, whatever
-        // the reason; a range with none belongs to the kernel and is not freed from here.
-        // (Unaligned and empty ranges go to the allocator for its own error.)
-        if let Some(limit) = limit
-            && npages > 0
-            && addr.is_multiple_of(PAGE_SIZE)
-            && let Some(problem) = first_problem(addr, limit)
-        {
-            return writeln!(out, "free: {problem}");
-        }
-        if frames::with_zones(|zones| kernel_owned(zones, addr, npages)) {
-            return writeln!(
-                out,
-                "free: {} is in use by the kernel, not by this console: not freed",
-                Range(addr, limit.unwrap_or(u64::MAX))
-            );
-        }
-        match frames::free_uncached(phys, npages) {
-            Err(e) => writeln!(out, "free: {e}"),
-            Ok(()) => writeln!(out, "freed {npages} frames at {addr:#x}"),
-        }
-    }
-
-    /// `tree [ZONE]`: for each zone (or only ZONE), the path from the root to the chunk of
-    /// its search address, then the other summaries that changed since the last `tree`.
-    /// Without ZONE, a zone in which nothing changed since the last `tree` gets one line.
-    fn tree_paths(&mut self, only: Option<Zone>, out: &mut dyn Write) -> fmt::Result {
-        let mut shown = false;
-        for z in Zone::ALL {
-            if only.is_some_and(|o| o != z) {
-                continue;
-            }
-            let mut changed = Vec::with_capacity(MAX_CHANGED_LINES);
-            let snapshot = &self.snapshot;
-            let Some((search, path, more, unchanged)) = frames::with_zones(|zones| {
-                let pa = zone(zones, z)?;
-                let search = pa.search_addr();
-                let mut path = [None; SUMMARY_LEVELS];
-                if search != MAX_SEARCH_ADDR {
-                    for (l, slot) in path.iter_mut().enumerate() {
-                        let i = (search >> LEVEL_SHIFT[l]) as usize;
-                        *slot = pa
-                            .summary_level(l)
-                            .unwrap_or_default()
-                            .get(i)
-                            .map(|&s| (i, s));
-                    }
-                }
-                let on_path = |l: usize, i: usize| path[l].is_some_and(|(j, _)| i == j);
-                let mut more = 0;
-                for l in 0..SUMMARY_LEVELS {
-                    for (i, &now) in pa.summary_level(l).unwrap_or_default().iter().enumerate() {
-                        let was = snapshot.get(z, l, i);
-                        if was != Some(now) && !on_path(l, i) {
-                            if changed.len() < changed.capacity() {
-                                changed.push((l, i, now, was));
-                            } else {
-                                more += 1;
-                            }
-                        }
-                    }
-                }
-                let unchanged = (0..SUMMARY_LEVELS).all(|l| {
-                    let now = pa.summary_level(l).unwrap_or_default();
-                    (0..now.len()).all(|i| snapshot.get(z, l, i) == Some(now[i]))
-                });
-                Some((search, path, more, unchanged))
-            }) else {
-                continue;
-            };
-            shown = true;
-            if unchanged && only.is_none() && self.trees_shown {
-                writeln!(out, "zone {}: unchanged since the last `tree`", z.name())?;
-                continue;
-            }
-            if search == MAX_SEARCH_ADDR {
-                writeln!(out, "zone {}: no free page", z.name())?;
-            } else {
-                writeln!(
-                    out,
-                    "zone {}: search address {search:#x}; the path from the root to its chunk (counts in pages):",
-                    z.name()
-                )?;
-            }
-            for (l, entry) in path.iter().enumerate() {
-                if let Some((i, now)) = *entry {
-                    write_entry(out, 2, l, i, now, self.snapshot.get(z, l, i))?;
-                }
-            }
-            if !changed.is_empty() {
-                writeln!(out, "  other summaries that changed since the last `tree`:")?;
-                for &(l, i, now, was) in &changed {
-                    write_entry(out, 2, l, i, now, was)?;
-                }
-                if more > 0 {
-                    writeln!(out, "  ... and {more} more")?;
-                }
-            }
-            self.snapshot.update_zone(z);
-        }
-        if !shown {
-            writeln!(out, "tree: no such zone on this machine")?;
-        }
-        self.trees_shown = true;
-        Ok(())
-    }
-
-    /// `tree LEVEL INDEX`: the entry and its eight children in every zone that has it.
-    fn tree_node(
-        &mut self,
-        level: usize,
-        index: usize,
-        only: Option<Zone>,
-        out: &mut dyn Write,
-    ) -> fmt::Result {
-        let entries = 1usize << (PHYS_ADDR_BITS - LEVEL_SHIFT[level]);
-        if index >= entries {
-            return writeln!(
-                out,
-                "tree: level {level} has {entries} entries in the {PHYS_ADDR_BITS}-bit physical address space"
-            );
-        }
-        let node = show::entry_range(level, index);
-        let mut shown = false;
-        for z in Zone::ALL {
-            let (zbase, zlimit) = z.range();
-            if node.1 <= zbase || zlimit <= node.0 || only.is_some_and(|o| o != z) {
-                continue;
-            }
-            let mut children = [None; 8];
-            let Some(sum) = frames::with_zones(|zones| {
-                let pa = zone(zones, z)?;
-                let sum = *pa.summary_level(level).unwrap_or_default().get(index)?;
-                if level + 1 < SUMMARY_LEVELS {
-                    let below = pa.summary_level(level + 1).unwrap_or_default();
-                    for (k, slot) in children.iter_mut().enumerate() {
-                        let c = index * 8 + k;
-                        *slot = below.get(c).map(|&s| (c, s));
-                    }
-                }
-                Some(sum)
-            }) else {
-                continue;
-            };
-            shown = true;
-            write!(out, "zone {}: ", z.name())?;
-            write_entry(
-                out,
-                0,
-                level,
-                index,
-                sum,
-                self.snapshot.get(z, level, index),
-            )?;
-            if level + 1 == SUMMARY_LEVELS {
-                writeln!(
-                    out,
-                    "  a chunk: its children are the 512 pages of its bitmap"
-                )?;
-                chunk(node.0, out)?;
-                continue;
-            }
-            for (i, now) in children.iter().flatten() {
-                write_entry(
-                    out,
-                    2,
-                    level + 1,
-                    *i,
-                    *now,
-                    self.snapshot.get(z, level + 1, *i),
-                )?;
-            }
-        }
-        if !shown {
-            writeln!(
-                out,
-                "tree: no zone has an entry L{level}[{index}] ({} lies beyond their memory)",
-                node
-            )?;
-        }
-        Ok(())
-    }
-
-    /// `fill PERCENT`: allocates runs of 1 to 16 frames, or frees runs this console holds
-    /// (in random order, which leaves holes), until PERCENT of memory is in use.
-    fn fill(&mut self, percent: u8, out: &mut dyn Write) -> fmt::Result {
-        let s = mm::stats();
-        let target = s.total_pages * percent as usize / 100;
-        let mut used = s.used_pages;
-        let (mut allocated, mut freed) = (0usize, 0usize);
-        let mut biggest = 16;
-        let mut stopped = None;
-        let mut oom = None;
-        while used < target {
-            if self.held.try_reserve(1).is_err() {
-                stopped = Some("the heap has no room to record more runs");
-                break;
-            }
-            let want = (1 + self.rng.below(biggest) as usize).min(target - used);
-            match frames::alloc_uncached(FrameRequest::pages(want)) {
-                Ok(f) => {
-                    let (frame, n) = f.into_raw();
-                    self.held.push((frame.start_address().as_u64(), n));
-                    used += n;
-                    allocated += n;
-                }
-                // Memory may be too fragmented for long runs; go on with single frames.
-                Err(_) if biggest > 1 => biggest = 1,
-                Err(e) => {
-                    stopped = Some("no free frame left in the zones");
-                    oom = Some(e);
-                    break;
-                }
-            }
-        }
-        while used > target && !self.held.is_empty() {
-            let k = self.rng.below(self.held.len() as u64) as usize;
-            let (base, n) = self.held.swap_remove(k);
-            if let Err(e) = frames::free_uncached(PhysAddr::new(base), n) {
-                writeln!(out, "fill: {e}")?;
-                break;
-            }
-            used -= n;
-            freed += n;
-        }
-        let s = mm::stats();
-        let (runs, held) = self.holding();
-        // In tenths of a percent, rounded down when the target was not reached (so an
-        // early stop never reads 100%), else to the nearest: frees come in whole runs.
-        let total = s.total_pages.max(1);
-        let permille = if stopped.is_some() {
-            s.used_pages * 1000 / total
-        } else {
-            (s.used_pages * 1000 + total / 2) / total
-        };
-        writeln!(
-            out,
-            "fill: {}.{}% in use ({} of {} pages): allocated {allocated}, freed {freed}; \
-             this console holds {held} page{} in {runs} run{}",
-            permille / 10,
-            permille % 10,
-            s.used_pages,
-            s.total_pages,
-            plural(held),
-            plural(runs)
-        )?;
-        if let Some(why) = stopped {
-            writeln!(out, "fill: stopped before {percent}%: {why}")?;
-            if let Some(e) = oom {
-                cached_note(&e, out)?;
-            }
-        } else if used > target {
-            writeln!(out, "fill: the rest is the kernel's own memory")?;
-        }
-        Ok(())
     }
 
     fn aspace(&mut self, op: Aspace, out: &mut dyn Write) -> fmt::Result {
@@ -806,8 +452,8 @@ fn chunk(addr: u64, out: &mut dyn Write) -> fmt::Result {
     let mut grown = [0u64; PALLOC_CHUNK_PAGES / 64];
     let found = frames::with_zones(|zones| {
         let pa = zone(zones, z)?;
-        let data: PallocData = *pa.chunk_data(ci)?;
-        for r in pa.in_use() {
+        let data: PallocData = pa.inspect().chunk_data(ci)?;
+        for r in pa.inspect().grown() {
             let (lo, hi) = (r.base.max(base), r.limit.min(limit));
             for p in (lo..hi).step_by(PAGE_SIZE as usize) {
                 let i = chunk_page_index(p);
@@ -816,21 +462,23 @@ fn chunk(addr: u64, out: &mut dyn Write) -> fmt::Result {
         }
         Some((
             data,
-            pa.summary_level(SUMMARY_LEVELS - 1).unwrap_or_default()[ci.0],
+            pa.inspect()
+                .summary(SUMMARY_LEVELS - 1, ci.index())
+                .unwrap(),
         ))
     });
     let Some((data, sum)) = found else {
         return writeln!(
             out,
             "chunk {} ({}): no zone manages memory in it",
-            ci.0,
+            ci.index(),
             Range(base, limit)
         );
     };
     let state = |i: usize| {
         if grown[i / 64] & (1 << (i % 64)) == 0 {
             PageState::Hole
-        } else if data.alloc.get(i) {
+        } else if data.alloc_bits().get(i) {
             PageState::Allocated
         } else {
             PageState::Free
@@ -845,7 +493,7 @@ fn chunk(addr: u64, out: &mut dyn Write) -> fmt::Result {
     writeln!(
         out,
         "chunk {} ({}) in zone {}: {free} free, {} allocated, {holes} not managed; summary {sum}",
-        ci.0,
+        ci.index(),
         Range(base, limit),
         z.name(),
         PALLOC_CHUNK_PAGES - free - holes
@@ -854,205 +502,17 @@ fn chunk(addr: u64, out: &mut dyn Write) -> fmt::Result {
     writeln!(out, "  {CHUNK_LEGEND}")
 }
 
-/// After an out-of-memory error: how many of the free frames it counts sit in the CPUs'
-/// page caches and free batches, which the console does not allocate from.
-fn cached_note(e: &frames::FrameError, out: &mut dyn Write) -> fmt::Result {
-    let cached = mm::stats().cached_pages;
-    if matches!(e, frames::FrameError::OutOfMemory { .. }) && cached > 0 {
-        writeln!(
-            out,
-            "  ({cached} of the free frames sit in the CPUs' page caches and free batches; \
-             the console allocates from the zones' allocators only)"
-        )?;
-    }
-    Ok(())
-}
-
-/// Why `[addr, limit)` (page aligned, not empty) cannot be freed from the console: the
-/// lowest page that is not grown, free, the allocator's metadata, held free by a CPU, or
-/// in another zone than the first page. `None` if every page is allocated.
-fn first_problem(addr: u64, limit: u64) -> Option<FreeProblem> {
-    let meta = mm::init_report().map(|r| r.metadata);
-    let lowest = |a: Option<FreeProblem>, b: FreeProblem| match a {
-        Some(a) if a.page() <= b.page() => Some(a),
-        _ => Some(b),
-    };
-    let mut found: Option<FreeProblem> = None;
-    if let Some(m) = meta
-        && m.base < limit
-        && addr < m.limit
-    {
-        found = lowest(found, FreeProblem::Metadata(addr.max(m.base)));
-    }
-    if let Some(page) = frames::held_by_a_cpu(addr, limit) {
-        found = lowest(found, FreeProblem::HeldByCpu(page));
-    }
-    let z = Zone::of(addr);
-    let zone_limit = z.range().1;
-    if limit > zone_limit {
-        found = lowest(found, FreeProblem::CrossesZone(zone_limit));
-    }
-    // Scan the bitmaps only up to the lowest problem found so far.
-    let end = found.map_or(limit.min(zone_limit), |f| f.page());
-    let scanned = frames::with_zones(|zones| {
-        let Some(pa) = zone(zones, z) else {
-            return Some(FreeProblem::NotGrown(addr));
-        };
-        let mut p = addr;
-        while p < end {
-            let Some(r) = pa.in_use().iter().find(|r| r.base <= p && p < r.limit) else {
-                return Some(FreeProblem::NotGrown(p));
-            };
-            // Pages of one grown range, up to its end.
-            while p < end.min(r.limit) {
-                let allocated = pa
-                    .chunk_data(ChunkIdx::of(p))
-                    .is_some_and(|c| c.alloc.get(chunk_page_index(p)));
-                if !allocated {
-                    return Some(FreeProblem::Free(p));
-                }
-                p += PAGE_SIZE;
-            }
-        }
-        None
-    });
-    match scanned {
-        Some(p) => lowest(found, p),
-        None => found,
-    }
-}
-
-/// What [`first_problem`] found, at which page.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum FreeProblem {
-    NotGrown(u64),
-    Free(u64),
-    Metadata(u64),
-    HeldByCpu(u64),
-    CrossesZone(u64),
-}
-
-impl FreeProblem {
-    fn page(self) -> u64 {
-        match self {
-            FreeProblem::NotGrown(p)
-            | FreeProblem::Free(p)
-            | FreeProblem::Metadata(p)
-            | FreeProblem::HeldByCpu(p)
-            | FreeProblem::CrossesZone(p) => p,
-        }
-    }
-}
-
-impl fmt::Display for FreeProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            FreeProblem::NotGrown(p) => write!(
-                f,
-                "page {p:#x} was never grown: no allocator manages it (not usable RAM; see `map`)"
-            ),
-            FreeProblem::Free(p) => write!(f, "page {p:#x} is not allocated (double free?)"),
-            FreeProblem::Metadata(p) => {
-                write!(f, "page {p:#x} holds the allocator's metadata: never freed")
-            }
-            FreeProblem::HeldByCpu(p) => write!(
-                f,
-                "page {p:#x} is free in a CPU's page cache or free batch (double free?)"
-            ),
-            FreeProblem::CrossesZone(p) => write!(
-                f,
-                "the range crosses from zone {} into zone {} at {p:#x}: free each zone's part on its own",
-                Zone::of(p - 1).name(),
-                Zone::of(p).name()
-            ),
-        }
-    }
-}
-
 fn zone(zones: &Zones, z: Zone) -> Option<&PageAlloc<'static>> {
-    zones.zones[z as usize].as_ref()
-}
-
-/// Whether every page of the range is grown and allocated: memory the kernel owns (if
-/// this console does not). Anything else the allocator refuses to free by itself.
-fn kernel_owned(zones: &Zones, addr: u64, npages: usize) -> bool {
-    let Some(pa) = zone(zones, Zone::of(addr)) else {
-        return false;
-    };
-    let Some(limit) = (npages as u64)
-        .checked_mul(PAGE_SIZE)
-        .and_then(|b| addr.checked_add(b))
-    else {
-        return false;
-    };
-    // Inside one grown range, so the loop below is bounded by the zone's size.
-    if npages == 0
-        || !addr.is_multiple_of(PAGE_SIZE)
-        || !pa
-            .in_use()
-            .iter()
-            .any(|r| r.base <= addr && limit <= r.limit)
-    {
-        return false;
-    }
-    (addr..limit).step_by(PAGE_SIZE as usize).all(|p| {
-        pa.chunk_data(ChunkIdx::of(p))
-            .is_some_and(|c| c.alloc.get(chunk_page_index(p)))
-    })
+    zones.zones[z].as_ref()
 }
 
 const fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// Every zone's summaries as the last `tree` saw them, to show what changed since.
-struct Snapshot {
-    levels: [[Vec<PallocSum>; SUMMARY_LEVELS]; 3],
-}
-
-impl Snapshot {
-    fn new() -> Snapshot {
-        // Reserve outside the allocator's lock (the heap may grow); the levels never
-        // change size, so `update` copies without allocating.
-        let lens = frames::with_zones(|zones| {
-            Zone::ALL
-                .map(|z| zone(zones, z).map_or([0; SUMMARY_LEVELS], |pa| pa.layout().level_len()))
-        });
-        let mut s = Snapshot {
-            levels: core::array::from_fn(|z| {
-                core::array::from_fn(|l| Vec::with_capacity(lens[z][l]))
-            }),
-        };
-        s.update();
-        s
-    }
-
-    fn update(&mut self) {
-        for z in Zone::ALL {
-            self.update_zone(z);
-        }
-    }
-
-    fn update_zone(&mut self, z: Zone) {
-        frames::with_zones(|zones| {
-            if let Some(pa) = zone(zones, z) {
-                for (l, copy) in self.levels[z as usize].iter_mut().enumerate() {
-                    let now = pa.summary_level(l).unwrap_or_default();
-                    debug_assert!(now.len() <= copy.capacity());
-                    copy.clear();
-                    copy.extend_from_slice(now);
-                }
-            }
-        });
-    }
-
-    fn get(&self, z: Zone, level: usize, index: usize) -> Option<PallocSum> {
-        self.levels[z as usize][level].get(index).copied()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::holding::kernel_owned;
     use super::*;
     use alloc::string::String;
 

@@ -19,7 +19,7 @@ use x86_64::PhysAddr;
 
 kernel::test_entry_point!();
 
-const FRAME: u64 = 4096;
+const FRAME: u64 = mm::FRAME_SIZE;
 
 /// Whether `[addr, addr + n frames)` lies in usable memory and outside the metadata.
 fn assert_managed(addr: u64, n: usize) {
@@ -205,8 +205,7 @@ fn zeroed_frees_are_reported_and_only_dirty_frames_cleared() {
     assert_eq!(g.zeroed_pages(), 8);
     // Half of them zeroed by their user, half dirty: a zeroed allocation clears the dirty
     // half, and every byte reads zero.
-    let (frame, _) = g.into_raw();
-    let mut h = unsafe_frames(frame, 8);
+    let mut h = g;
     h.as_mut_bytes().fill(0x5a);
     h.as_mut_bytes()[..4 * 4096].fill(0);
     let (frame, _) = h.into_raw();
@@ -216,11 +215,4 @@ fn zeroed_frees_are_reported_and_only_dirty_frames_cleared() {
     assert_eq!(z.start_address(), at);
     assert!(z.as_mut_bytes().iter().all(|&b| b == 0));
     mm::frames::assert_invariants();
-}
-
-/// Takes back frames released with `into_raw` in this test.
-fn unsafe_frames(frame: x86_64::structures::paging::PhysFrame, n: usize) -> Frames {
-    // SAFETY: the frames were allocated above and released with `into_raw`; nothing else
-    // uses them.
-    unsafe { Frames::from_raw(frame, n) }
 }

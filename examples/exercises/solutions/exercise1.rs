@@ -1,9 +1,10 @@
 //! Exercise 1, solved: `find`'s levels replayed from the public summaries, counting.
 
-use pagealloc::consts::{
+use pagealloc::PageAlloc;
+use pagealloc::inspect::{ChunkIdx, MAX_SEARCH_ADDR, PallocSum};
+use pagealloc::inspect::{
     LEVEL_BITS, LEVEL_LOG_PAGES, LEVEL_SHIFT, PAGE_SIZE, SUMMARY_BLOCK_ENTRIES, SUMMARY_LEVELS,
 };
-use pagealloc::{ChunkIdx, MAX_SEARCH_ADDR, PageAlloc, PallocSum};
 
 /// What a search read.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -20,14 +21,18 @@ pub struct Cost {
 /// the address it finds, and what it read.
 pub fn find_counting(pa: &PageAlloc<'_>, npages: usize) -> (Option<u64>, Cost) {
     let mut cost = Cost::default();
-    let search = pa.search_addr();
+    let search = pa.inspect().search_addr();
     if npages == 0 || search == MAX_SEARCH_ADDR {
         return (None, cost);
     }
     let mut i = 0usize;
     for l in 0..SUMMARY_LEVELS {
         i <<= LEVEL_BITS[l];
-        let level = pa.summary_level(l).expect("a level of the tree");
+        let level = pa
+            .inspect()
+            .summaries(l)
+            .map(Iterator::collect::<Vec<_>>)
+            .unwrap_or_default();
         let (first, len) = if l == 0 {
             (0, level.len())
         } else {
@@ -84,11 +89,11 @@ pub fn find_counting(pa: &PageAlloc<'_>, npages: usize) -> (Option<u64>, Cost) {
             None => return (None, cost),
         }
     }
-    let ci = ChunkIdx(i);
-    let Some(data) = pa.chunk_data(ci) else {
+    let ci = ChunkIdx::new(i);
+    let Some(data) = pa.inspect().chunk_data(ci) else {
         return (None, cost);
     };
-    let Some((j, _)) = data.alloc.find(npages, 0) else {
+    let Some((j, _)) = data.find_free(npages, 0) else {
         return (None, cost);
     };
     cost.bitmap_words = (j + npages - 1) / 64 + 1;

@@ -1,7 +1,8 @@
 //! Exercise 2, solved: best fit from the chunk summaries, carrying runs across chunks.
 
-use pagealloc::consts::{PAGE_SIZE, PALLOC_CHUNK_PAGES, SUMMARY_LEVELS};
-use pagealloc::{ChunkIdx, FREE_CHUNK_SUM, PageAlloc};
+use pagealloc::PageAlloc;
+use pagealloc::inspect::{ChunkIdx, FREE_CHUNK_SUM};
+use pagealloc::inspect::{PAGE_SIZE, PALLOC_CHUNK_PAGES, SUMMARY_LEVELS};
 
 /// The lowest of the smallest free runs of at least `npages` pages, found from the
 /// summaries and bitmaps.
@@ -16,12 +17,14 @@ pub fn best_fit(pa: &PageAlloc<'_>, npages: usize) -> Option<u64> {
     // The free run carried from the chunks before: `run` pages from `run_base`.
     let (mut run, mut run_base) = (0usize, 0u64);
     for (c, &sum) in pa
-        .summary_level(SUMMARY_LEVELS - 1)
-        .expect("the leaf level")
+        .inspect()
+        .summaries(SUMMARY_LEVELS - 1)
+        .map(Iterator::collect::<Vec<_>>)
+        .unwrap_or_default()
         .iter()
         .enumerate()
     {
-        let base = ChunkIdx(c).base();
+        let base = ChunkIdx::new(c).base();
         if sum == FREE_CHUNK_SUM {
             if run == 0 {
                 run_base = base;
@@ -40,16 +43,16 @@ pub fn best_fit(pa: &PageAlloc<'_>, npages: usize) -> Option<u64> {
         }
         // Runs strictly inside the chunk: only a chunk with a long enough run has one.
         if sum.max() >= npages
-            && let Some(data) = pa.chunk_data(ChunkIdx(c))
+            && let Some(data) = pa.inspect().chunk_data(ChunkIdx::new(c))
         {
             let mut p = sum.start();
             while p < PALLOC_CHUNK_PAGES - sum.end() {
-                if data.alloc.get(p) {
+                if data.alloc_bits().get(p) {
                     p += 1;
                     continue;
                 }
                 let from = p;
-                while p < PALLOC_CHUNK_PAGES && !data.alloc.get(p) {
+                while p < PALLOC_CHUNK_PAGES && !data.alloc_bits().get(p) {
                     p += 1;
                 }
                 if p < PALLOC_CHUNK_PAGES {

@@ -1,7 +1,8 @@
 //! Exercise 4, solved: the highest run, found from the chunk summaries scanned downward.
 
-use pagealloc::consts::{PAGE_SIZE, PALLOC_CHUNK_PAGES, SUMMARY_LEVELS};
-use pagealloc::{ChunkIdx, FREE_CHUNK_SUM, PageAlloc};
+use pagealloc::PageAlloc;
+use pagealloc::inspect::{ChunkIdx, FREE_CHUNK_SUM};
+use pagealloc::inspect::{PAGE_SIZE, PALLOC_CHUNK_PAGES, SUMMARY_LEVELS};
 
 /// Allocates `npages` pages at the top of the highest free run that holds them (with
 /// `PageAlloc::alloc_range`) and returns their base address; `None` if no run is long
@@ -21,11 +22,13 @@ fn find_top_down(pa: &PageAlloc<'_>, npages: usize) -> Option<u64> {
     // The free run carried down from the chunks above: `run` pages below `run_top`.
     let (mut run, mut run_top) = (0usize, 0u64);
     let leaves = pa
-        .summary_level(SUMMARY_LEVELS - 1)
-        .expect("the leaf level");
+        .inspect()
+        .summaries(SUMMARY_LEVELS - 1)
+        .map(Iterator::collect::<Vec<_>>)
+        .unwrap_or_default();
     for c in (0..leaves.len()).rev() {
         let sum = leaves[c];
-        let base = ChunkIdx(c).base();
+        let base = ChunkIdx::new(c).base();
         let top = base + (PALLOC_CHUNK_PAGES as u64) * PAGE_SIZE;
         if sum == FREE_CHUNK_SUM {
             if run == 0 {
@@ -43,16 +46,16 @@ fn find_top_down(pa: &PageAlloc<'_>, npages: usize) -> Option<u64> {
         }
         // Runs strictly inside the chunk, highest first.
         if sum.max() >= npages
-            && let Some(data) = pa.chunk_data(ChunkIdx(c))
+            && let Some(data) = pa.inspect().chunk_data(ChunkIdx::new(c))
         {
             let mut p = PALLOC_CHUNK_PAGES - sum.end(); // one past the highest page to look at
             while p > sum.start() {
-                if data.alloc.get(p - 1) {
+                if data.alloc_bits().get(p - 1) {
                     p -= 1;
                     continue;
                 }
                 let end = p;
-                while p > 0 && !data.alloc.get(p - 1) {
+                while p > 0 && !data.alloc_bits().get(p - 1) {
                     p -= 1;
                 }
                 if p > 0 && end - p >= npages {

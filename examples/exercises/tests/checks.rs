@@ -24,8 +24,7 @@ fn metadata(region: AddrRange) -> (MetadataLayout, HeapMetadata) {
 
 fn grown<'m>(layout: MetadataLayout, md: &'m mut HeapMetadata, region: AddrRange) -> PageAlloc<'m> {
     let mut pa = PageAlloc::new(layout, md.metadata()).unwrap();
-    pa.grow(region.base, region.size(), Contents::Unknown)
-        .unwrap();
+    pa.grow(region, Contents::Unknown).unwrap();
     pa
 }
 

@@ -11,14 +11,13 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU32, AtomicU64};
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::info::{MemoryRegion, MemoryRegionKind};
 use bootloader_api::{BootInfo, entry_point};
-use pagealloc::{
-    AddrRange, Constraints, Contents, Metadata, MetadataLayout, PageAlloc, PallocData, PallocSum,
-};
+use core::sync::atomic::AtomicU64;
+
+use pagealloc::{AddrRange, Constraints, Contents, MetadataLayout, PageAlloc};
 use x86_64::instructions::port::Port;
 use x86_64::registers::control::Cr3;
 use x86_64::structures::paging::{
@@ -76,7 +75,7 @@ fn main(boot_info: &'static mut BootInfo) -> ! {
 
     // Step 2: size the metadata for the usable memory (nothing else is ever grown).
     let layout = MetadataLayout::for_regions(usable).expect("memory inside the address space");
-    let bytes = metadata_bytes(&layout).next_multiple_of(PAGE);
+    let bytes = (layout.bytes() as u64).next_multiple_of(PAGE);
 
     // Step 3: take the metadata from the top of the highest usable region with room,
     // reach it through the physical-memory mapping, build and grow the allocator, and
@@ -89,13 +88,18 @@ fn main(boot_info: &'static mut BootInfo) -> ! {
     let meta = AddrRange::new(home.limit - bytes, home.limit);
     // SAFETY: `meta` is usable RAM that nothing uses yet (no allocator exists that could
     // have handed it out), and CONFIG made the bootloader map all physical memory at
-    // `phys_offset`. Only the allocator uses this memory from now on.
-    let block = unsafe {
-        core::slice::from_raw_parts_mut((phys_offset + meta.base) as *mut u8, bytes as usize)
+    // `phys_offset`. It is page aligned, so aligned for `AtomicU64`, and holds
+    // `layout.words()` of them; zeroing it first makes each an initialised value. Only
+    // the allocator uses this memory from now on.
+    let metadata = unsafe {
+        let words = (phys_offset + meta.base) as *mut AtomicU64;
+        core::ptr::write_bytes(words, 0, layout.words());
+        core::slice::from_raw_parts_mut(words, layout.words())
     };
-    let mut pa = new_allocator(layout, block);
+    // The crate splits the words into its arrays itself.
+    let mut pa = PageAlloc::new(layout, metadata).expect("metadata as long as the layout says");
     for r in usable {
-        pa.grow(r.base, r.size(), Contents::Unknown) // boot RAM is not known to be zero
+        pa.grow(*r, Contents::Unknown) // boot RAM is not known to be zero
             .expect("usable regions do not overlap");
     }
     pa.alloc_range(meta.base, (bytes / PAGE) as usize)
@@ -147,58 +151,6 @@ fn usable_regions<'a>(map: &[MemoryRegion], out: &'a mut [AddrRange]) -> &'a [Ad
         }
     }
     &out[..n]
-}
-
-/// Bytes [`new_allocator`] needs for `layout`: the arrays, plus room to align each.
-fn metadata_bytes(layout: &MetadataLayout) -> u64 {
-    (layout.total_bytes() + METADATA_ARRAYS * 64) as u64
-}
-
-/// The arrays of [`Metadata`].
-const METADATA_ARRAYS: usize = 4;
-
-/// The one place that knows the arrays of [`Metadata`]: builds the allocator in `block`
-/// (at least [`metadata_bytes`] long), which it zeroes first.
-fn new_allocator(layout: MetadataLayout, block: &'static mut [u8]) -> PageAlloc<'static> {
-    assert!(
-        block.len() as u64 >= metadata_bytes(&layout),
-        "metadata block too small"
-    );
-    block.fill(0);
-    let mut rest = block;
-    let metadata = Metadata {
-        summaries: take::<PallocSum>(&mut rest, layout.summary_entries()),
-        chunk_map: take::<AtomicU32>(&mut rest, layout.chunk_map_entries()),
-        chunks: take::<PallocData>(&mut rest, layout.chunk_entries()),
-        handed_out: take::<AtomicU64>(&mut rest, layout.handed_out_words()),
-    };
-    PageAlloc::new(layout, metadata).expect("arrays as long as the layout says")
-}
-
-/// Types for which all-zero bytes are a valid value.
-///
-/// # Safety
-/// Implement it only for such types (plain integers and arrays or structs of them).
-unsafe trait Zeroable {}
-// SAFETY: each is a plain integer or made of plain integers only.
-unsafe impl Zeroable for PallocSum {}
-// SAFETY: an atomic integer; all-zero bytes are the value 0.
-unsafe impl Zeroable for AtomicU32 {}
-// SAFETY: as above.
-unsafe impl Zeroable for AtomicU64 {}
-// SAFETY: as above.
-unsafe impl Zeroable for PallocData {}
-
-/// Splits `n` values of `T`, aligned for `T`, off the front of the zeroed bytes `rest`.
-fn take<T: Zeroable>(rest: &mut &'static mut [u8], n: usize) -> &'static mut [T] {
-    let bytes = core::mem::take(rest);
-    let pad = bytes.as_ptr().align_offset(align_of::<T>());
-    let (_, bytes) = bytes.split_at_mut(pad);
-    let (mine, tail) = bytes.split_at_mut(n * size_of::<T>());
-    *rest = tail;
-    // SAFETY: `mine` is aligned for `T`, holds exactly `n` of them, is borrowed for as long
-    // as the result lives, and is zeroed, which `T: Zeroable` accepts.
-    unsafe { core::slice::from_raw_parts_mut(mine.as_mut_ptr().cast::<T>(), n) }
 }
 
 // Step 4: x86_64's frame traits on the allocator. (A kernel with interrupts or several

@@ -8,9 +8,10 @@ use core::fmt;
 use crate::consts::{
     LEVEL_BITS, LEVEL_LOG_PAGES, PAGE_SHIFT, PALLOC_CHUNK_BYTES, PALLOC_CHUNK_PAGES, SUMMARY_LEVELS,
 };
-use crate::pagealloc::{ChunkIdx, MAX_SEARCH_ADDR, PageAlloc, chunk_page_index};
+use crate::index::{ChunkIdx, MAX_SEARCH_ADDR, chunk_page_index};
 use crate::pallocbits::PageBits;
 use crate::summary::{PallocSum, merge_summaries};
+use crate::tree::PageAlloc;
 
 /// A broken invariant, with the values that show it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -125,7 +126,7 @@ impl fmt::Display for InvariantError {
 impl core::error::Error for InvariantError {}
 
 pub(crate) fn check_invariants(pa: &PageAlloc<'_>) -> Result<(), InvariantError> {
-    pa.in_use_ranges()
+    pa.grown_ranges()
         .check()
         .map_err(|reason| InvariantError::Ranges { reason })?;
     let leaf = SUMMARY_LEVELS - 1;
@@ -135,7 +136,8 @@ pub(crate) fn check_invariants(pa: &PageAlloc<'_>) -> Result<(), InvariantError>
     let mut counted = 0;
 
     let handed_out = pa.handed_out();
-    for (ci, &found) in pa.leaf_summaries().iter().enumerate() {
+    let leaves = pa.level(leaf);
+    for (ci, found) in leaves.iter(0..leaves.len()).enumerate() {
         let chunk = ChunkIdx(ci);
         let Some(data) = pa.chunk_data(chunk) else {
             if found != PallocSum::EMPTY {
@@ -162,7 +164,7 @@ pub(crate) fn check_invariants(pa: &PageAlloc<'_>) -> Result<(), InvariantError>
             .alloc
             .words()
             .iter()
-            .zip(data.scavenged.words())
+            .zip(data.known_zero.words())
             .zip(grown.words())
             .enumerate()
         {
@@ -213,14 +215,17 @@ pub(crate) fn check_invariants(pa: &PageAlloc<'_>) -> Result<(), InvariantError>
     }
 
     for l in (0..leaf).rev() {
-        let children = pa.summary_level(l + 1).unwrap_or(&[]);
-        for (i, &found) in pa.summary_level(l).unwrap_or(&[]).iter().enumerate() {
+        let children = pa.level(l + 1);
+        let level = pa.level(l);
+        for (i, found) in level.iter(0..level.len()).enumerate() {
             let lo = i << LEVEL_BITS[l + 1];
             let hi = (i + 1) << LEVEL_BITS[l + 1];
-            // Padding entries past the last block of children summarise nothing.
-            let expected = match children.get(lo..hi) {
-                Some(c) => merge_summaries(c, LEVEL_LOG_PAGES[l + 1]),
-                None => PallocSum::EMPTY,
+            // Padding entries past the last block of children summarise nothing. Below
+            // the root a block is 8 entries.
+            let expected = if hi <= children.len() {
+                merge_summaries(&children.block(lo), LEVEL_LOG_PAGES[l + 1])
+            } else {
+                PallocSum::EMPTY
             };
             if expected != found {
                 return Err(InvariantError::Summary {
@@ -247,7 +252,7 @@ pub(crate) fn check_invariants(pa: &PageAlloc<'_>) -> Result<(), InvariantError>
 fn grown_pages(pa: &PageAlloc<'_>, chunk: ChunkIdx) -> PageBits {
     let (cb, ce) = (chunk.base(), chunk.base() + PALLOC_CHUNK_BYTES);
     let mut bits = PageBits::default();
-    for r in pa.in_use() {
+    for r in pa.inspect().grown() {
         if r.limit <= cb || r.base >= ce {
             continue;
         }

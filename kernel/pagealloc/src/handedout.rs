@@ -5,16 +5,14 @@
 //! allocator's lock. See [`crate::pagecache`] for the ownership states they encode.
 
 use core::fmt;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::consts::{PAGE_SHIFT, PAGE_SIZE, PALLOC_CHUNK_PAGES, PALLOC_CHUNKS_L2_ENTRIES};
-use crate::pagealloc::{ChunkIdx, chunk_page_index};
+use crate::index::{ChunkIdx, chunk_page_index};
+use crate::metadata::NO_BLOCK;
 
 /// Words of handed-out bits per chunk.
 pub(crate) const WORDS_PER_CHUNK: usize = PALLOC_CHUNK_PAGES / 64;
-
-/// Marks an L2 block of the chunk map that has no bitmaps yet.
-pub(crate) const NO_BLOCK: u32 = u32::MAX;
 
 /// A shared handle on one allocator's handed-out bits, usable without the allocator
 /// (and so without its lock). Get it from [`PageAlloc::handed_out`](crate::PageAlloc::handed_out).
@@ -22,7 +20,7 @@ pub(crate) const NO_BLOCK: u32 = u32::MAX;
 /// Two handles compare equal iff they belong to the same allocator.
 #[derive(Clone, Copy)]
 pub struct HandedOut<'m> {
-    chunk_map: &'m [AtomicU32],
+    chunk_map: &'m [AtomicU64],
     bits: &'m [AtomicU64],
 }
 
@@ -65,7 +63,7 @@ fn bit_addr(addr: u64, bit: u32) -> u64 {
 }
 
 impl<'m> HandedOut<'m> {
-    pub(crate) fn new(chunk_map: &'m [AtomicU32], bits: &'m [AtomicU64]) -> HandedOut<'m> {
+    pub(crate) fn new(chunk_map: &'m [AtomicU64], bits: &'m [AtomicU64]) -> HandedOut<'m> {
         HandedOut { chunk_map, bits }
     }
 
@@ -79,11 +77,11 @@ impl<'m> HandedOut<'m> {
     #[inline]
     pub(crate) fn word(&self, addr: u64) -> Option<&'m AtomicU64> {
         let ci = ChunkIdx::of(addr);
-        let slot = self.chunk_map.get(ci.l1())?.load(Ordering::Acquire);
+        let slot = self.chunk_map.get(ci.map_block())?.load(Ordering::Acquire);
         if slot == NO_BLOCK {
             return None;
         }
-        let chunk = slot as usize * PALLOC_CHUNKS_L2_ENTRIES + ci.l2();
+        let chunk = slot as usize * PALLOC_CHUNKS_L2_ENTRIES + ci.slot_in_block();
         self.bits
             .get(chunk * WORDS_PER_CHUNK + chunk_page_index(addr) / 64)
     }
@@ -254,7 +252,7 @@ mod tests {
 
     #[test]
     fn take_restores_what_it_cleared() {
-        let map = [AtomicU32::new(0)];
+        let map = [AtomicU64::new(0)];
         let bits: alloc::vec::Vec<AtomicU64> = (0..PALLOC_CHUNKS_L2_ENTRIES * WORDS_PER_CHUNK)
             .map(|_| AtomicU64::new(0))
             .collect();
@@ -280,7 +278,7 @@ mod tests {
         assert_eq!(h.take(PAGE_SIZE * 3, 1), Err(PAGE_SIZE * 3));
         assert!(bits.iter().all(|w| w.load(Ordering::Relaxed) == 0));
         // No slot: never handed out.
-        let none = [AtomicU32::new(NO_BLOCK)];
+        let none = [AtomicU64::new(NO_BLOCK)];
         let h2 = HandedOut::new(&none, &bits);
         assert!(!h2.is_handed_out(0));
         assert_eq!(h2.take(0, 1), Err(0));
@@ -291,7 +289,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "pagealloc: page 0x7000 handed out twice")]
     fn setting_a_set_single_bit_panics() {
-        let map = [AtomicU32::new(0)];
+        let map = [AtomicU64::new(0)];
         let bits: alloc::vec::Vec<AtomicU64> = (0..PALLOC_CHUNKS_L2_ENTRIES * WORDS_PER_CHUNK)
             .map(|_| AtomicU64::new(0))
             .collect();
@@ -303,7 +301,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "pagealloc: page 0x5000 handed out twice")]
     fn setting_a_set_bit_panics() {
-        let map = [AtomicU32::new(0)];
+        let map = [AtomicU64::new(0)];
         let bits: alloc::vec::Vec<AtomicU64> = (0..PALLOC_CHUNKS_L2_ENTRIES * WORDS_PER_CHUNK)
             .map(|_| AtomicU64::new(0))
             .collect();

@@ -2,6 +2,12 @@
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+// The public API is the root's re-exports below (and the `inspect` module with its
+// feature); every module is private, so the folder listing maps the design without
+// becoming API. Tests in `tests/` reach internals through the hidden `testutil` module
+// only, as Go's tests do through `export_test.go`.
 
 #[cfg(any(test, feature = "testutil"))]
 extern crate alloc;
@@ -10,28 +16,39 @@ extern crate std;
 
 #[cfg(any(test, feature = "check"))]
 mod check;
-pub mod consts;
-#[doc = include_str!("../GUIDE.md")]
-pub mod guide {}
+mod constrained;
+mod consts;
+mod errors;
+mod grow;
 mod handedout;
+mod index;
+mod layout;
+mod metadata;
+mod pagecache;
+mod pallocbits;
+mod queries;
+mod ranges;
+mod summary;
+mod tree;
+
+#[cfg(any(test, feature = "inspect"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "inspect")))]
+pub mod inspect;
+
 #[cfg(any(test, feature = "testutil"))]
-pub mod model;
-pub mod pagealloc;
-pub mod pagecache;
-pub mod pallocbits;
-pub mod ranges;
-pub mod summary;
-#[cfg(any(test, feature = "testutil"))]
+#[doc(hidden)]
 pub mod testutil;
 
+#[doc = include_str!("../GUIDE.md")]
+pub mod guide {}
+
 #[cfg(any(test, feature = "check"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "check")))]
 pub use check::InvariantError;
+pub use constrained::Constraints;
+pub use errors::{AllocError, GrowError, LayoutError, RangeOpError};
 pub use handedout::HandedOut;
-pub use pagealloc::{
-    AllocError, Allocation, ChunkIdx, Constraints, Contents, FreeRuns, GrowError, LayoutError,
-    MAX_NPAGES, MAX_SEARCH_ADDR, Metadata, MetadataLayout, PageAlloc, RangeOpError,
-};
-pub use pagecache::{FREE_BATCH_PAGES, FreeBatch, PageCache};
-pub use pallocbits::{PageBits, PallocBits, PallocData};
-pub use ranges::{AddrRange, AddrRanges};
-pub use summary::{FREE_CHUNK_SUM, PallocSum, merge_summaries};
+pub use layout::MetadataLayout;
+pub use pagecache::{FreeBatch, PageCache};
+pub use ranges::AddrRange;
+pub use tree::{Allocation, Contents, PageAlloc};

@@ -30,14 +30,25 @@
 //!
 //! [`PageCache`] follows the structure of Go's `src/runtime/mpagecache.go` (Copyright The
 //! Go Authors, BSD-style licence; see the crate README).
+//!
+//! # Deviations from Go
+//! Where the ported functions differ from Go's:
+//! - `alloc`: Go reports the scavenged part in bytes and signals failure with address 0; here
+//!   it is a page count and failure is `None`. Go gives `npages == 0` no meaning.
+//! - `flush`: Go trusts the cache. Here a cache from another allocator is refused with
+//!   [`RangeOpError::ForeignAllocator`], and one whose pages are not all held in `pa` with
+//!   [`RangeOpError::NotGrown`], [`RangeOpError::NotAllocated`] (a page is free) or
+//!   [`RangeOpError::NotHeld`] (a page is handed out), checked in that order over the whole
+//!   block; nothing changes on error. The bits are returned a word at a time instead of one
+//!   page at a time.
 
 use crate::consts::{PAGE_CACHE_PAGES, PAGE_SHIFT, PAGE_SIZE, PALLOC_CHUNK_PAGES};
+use crate::errors::RangeOpError;
 use crate::handedout::HandedOut;
-use crate::pagealloc::{
-    ChunkIdx, MAX_SEARCH_ADDR, PageAlloc, RangeOpError, chunk_page_index, one_page_keeps_summary,
-};
+use crate::index::{ChunkIdx, LEAF, MAX_SEARCH_ADDR, chunk_page_index};
 use crate::pallocbits::{find_bit_range64, low_mask};
 use crate::summary::PallocSum;
+use crate::tree::{PageAlloc, one_page_keeps_summary};
 
 /// Free pages of one 64-page-aligned block, held for one CPU. Go: `pageCache`.
 ///
@@ -51,14 +62,14 @@ use crate::summary::PallocSum;
 ///   word of a chunk bitmap;
 /// * bit `i` of `cache` is set iff page `base + i * PAGE_SIZE` is held by this cache:
 ///   allocated in the tree, not handed out;
-/// * `scav` is a subset of `cache`: bit `i` of `scav` set means that page is known to be
-///   zero (Go: scavenged, returned to the OS), so a caller that wants zeroed memory can
+/// * `known_zero` is a subset of `cache`: bit `i` of `known_zero` set means that page is
+///   known to be zero, so a caller that wants zeroed memory can
 ///   skip clearing it.
 #[derive(PartialEq, Eq, Default, Debug)]
 pub struct PageCache<'m> {
     base: u64,
     cache: u64,
-    scav: u64,
+    known_zero: u64,
     /// The allocator the pages came from; `None` only for an empty cache (or one built
     /// by the test support without an allocator).
     owner: Option<HandedOut<'m>>,
@@ -70,30 +81,30 @@ impl<'m> PageCache<'m> {
         PageCache {
             base: 0,
             cache: 0,
-            scav: 0,
+            known_zero: 0,
             owner: None,
         }
     }
 
-    /// A cache of the block at `base` holding `cache` with zeroed pages `scav`, checked in
+    /// A cache of the block at `base` holding `cache` with known-zero pages `known_zero`, checked in
     /// every build. For the test support (Go: `NewPageCache`).
     #[cfg(any(test, feature = "testutil"))]
     pub(crate) fn from_parts(
         owner: Option<HandedOut<'m>>,
         base: u64,
         cache: u64,
-        scav: u64,
+        known_zero: u64,
     ) -> Result<PageCache<'m>, &'static str> {
         if !base.is_multiple_of(PAGE_CACHE_PAGES as u64 * PAGE_SIZE) {
             return Err("page cache base is not 64-page aligned");
         }
-        if scav & !cache != 0 {
+        if known_zero & !cache != 0 {
             return Err("page cache has zeroed pages it does not hold");
         }
         Ok(PageCache {
             base,
             cache,
-            scav,
+            known_zero,
             owner,
         })
     }
@@ -108,9 +119,10 @@ impl<'m> PageCache<'m> {
         self.cache
     }
 
-    /// Bit `i` set: page `i` of the block is free and scavenged. Go: `(*PageCache).Scav`.
-    pub const fn scav(&self) -> u64 {
-        self.scav
+    /// Bit `i` set: page `i` of the block is free and known to be zero. Go:
+    /// `(*PageCache).Scav`.
+    pub const fn known_zero(&self) -> u64 {
+        self.known_zero
     }
 
     /// The allocator the cache's pages belong to (`None` for an empty cache).
@@ -136,10 +148,6 @@ impl<'m> PageCache<'m> {
     /// scavenged (known to be zero), or `None` if the cache holds no such run, or if
     /// `npages` is 0 or more than 64.
     ///
-    /// # Deviation from Go
-    /// Go reports the scavenged part in bytes and signals failure with address 0; here it
-    /// is a page count and failure is `None`. Go gives `npages == 0` no meaning.
-    ///
     /// # Panics
     /// If a page was already handed out: the allocator's state is corrupt.
     pub fn alloc(&mut self, npages: usize) -> Option<(u64, usize)> {
@@ -149,10 +157,10 @@ impl<'m> PageCache<'m> {
         let got = if npages == 1 {
             // Most requests are for one page; the lowest free one needs no search.
             let i = self.cache.trailing_zeros();
-            let scav_pages = ((self.scav >> i) & 1) as usize;
+            let known_zero_pages = ((self.known_zero >> i) & 1) as usize;
             self.cache &= !(1 << i);
-            self.scav &= !(1 << i);
-            (self.base + u64::from(i) * PAGE_SIZE, scav_pages)
+            self.known_zero &= !(1 << i);
+            (self.base + u64::from(i) * PAGE_SIZE, known_zero_pages)
         } else {
             self.alloc_n(npages)?
         };
@@ -171,10 +179,10 @@ impl<'m> PageCache<'m> {
         }
         // `low_mask` because `npages` may be 64, where the run is the whole block.
         let mask = low_mask(npages) << i;
-        let scav_pages = (self.scav & mask).count_ones() as usize;
+        let known_zero_pages = (self.known_zero & mask).count_ones() as usize;
         self.cache &= !mask;
-        self.scav &= !mask;
-        Some((self.base + i as u64 * PAGE_SIZE, scav_pages))
+        self.known_zero &= !mask;
+        Some((self.base + i as u64 * PAGE_SIZE, known_zero_pages))
     }
 }
 
@@ -190,7 +198,7 @@ impl<'m> PageAlloc<'m> {
         }
         let ci = ChunkIdx::of(self.search_addr());
         // Fast path: the chunk under the search address has a free page.
-        let page = if self.leaf_summaries()[ci.0] != PallocSum::EMPTY {
+        let page = if self.level(LEAF).get(ci.0) != PallocSum::EMPTY {
             let from = chunk_page_index(self.search_addr());
             let Some((j, _)) = self.chunk_data(ci).and_then(|c| c.alloc.find(1, from)) else {
                 panic!("pagealloc: bad summary data: {ci} promised a free page from page {from}");
@@ -208,11 +216,13 @@ impl<'m> PageAlloc<'m> {
         let ci = ChunkIdx::of(page);
         let base = page & !((PAGE_CACHE_PAGES as u64 * PAGE_SIZE) - 1);
         let cpi = chunk_page_index(base);
-        let chunk = self.chunk_of_mut(ci);
-        let cache = !chunk.alloc.pages64(cpi);
-        let scav = chunk.scavenged.block64(cpi);
-        chunk.alloc.alloc_pages64(cpi, cache);
-        chunk.scavenged.clear_block64(cpi, cache & scav);
+        let (cache, known_zero) = self.with_chunk(ci, |chunk| {
+            let cache = !chunk.alloc.pages64(cpi);
+            let known_zero = chunk.known_zero.block64(cpi);
+            chunk.alloc.alloc_pages64(cpi, cache);
+            chunk.known_zero.clear_block64(cpi, cache & known_zero);
+            (cache, known_zero)
+        });
         self.add_free_pages(-(cache.count_ones() as isize));
         self.update(base, PAGE_CACHE_PAGES, false, true);
         // The last page of the block, not the one after it: the search address must stay
@@ -221,7 +231,7 @@ impl<'m> PageAlloc<'m> {
         PageCache {
             base,
             cache,
-            scav,
+            known_zero,
             owner: Some(self.handed_out()),
         }
     }
@@ -261,14 +271,6 @@ impl<'m> PageAlloc<'m> {
 impl PageCache<'_> {
     /// Returns the cache's pages to `pa` (with their zeroed bits) and empties the cache.
     /// Go: `(*pageCache).flush`.
-    ///
-    /// # Deviation from Go
-    /// Go trusts the cache. Here a cache from another allocator is refused with
-    /// [`RangeOpError::ForeignAllocator`], and one whose pages are not all held in `pa`
-    /// with [`RangeOpError::NotGrown`], [`RangeOpError::NotAllocated`] (a page is free)
-    /// or [`RangeOpError::NotHeld`] (a page is handed out), checked in that order over
-    /// the whole block; nothing changes on error. The bits are returned a word at a time
-    /// instead of one page at a time.
     pub fn flush(&mut self, pa: &mut PageAlloc<'_>) -> Result<(), RangeOpError> {
         if self.is_empty() {
             return Ok(());
@@ -319,9 +321,10 @@ impl PageCache<'_> {
                 page,
             });
         }
-        let chunk = pa.chunk_of_mut(ci);
-        chunk.alloc.clear_block64(cpi, self.cache);
-        chunk.scavenged.set_block64(cpi, self.scav);
+        pa.with_chunk(ci, |chunk| {
+            chunk.alloc.clear_block64(cpi, self.cache);
+            chunk.known_zero.set_block64(cpi, self.known_zero);
+        });
         pa.add_free_pages(self.cache.count_ones() as isize);
         if base < pa.search_addr() {
             pa.set_search_addr(base);
@@ -363,6 +366,9 @@ impl Default for FreeBatch<'_> {
 }
 
 impl<'m> FreeBatch<'m> {
+    /// The most pages a batch holds.
+    pub const CAPACITY: usize = FREE_BATCH_PAGES;
+
     /// An empty batch.
     pub const fn new() -> FreeBatch<'m> {
         FreeBatch {
@@ -521,16 +527,19 @@ impl PageAlloc<'_> {
         while let Some(&head) = rest.first() {
             let ci = ChunkIdx::of(head);
             let n = rest.iter().take_while(|&&p| ChunkIdx::of(p) == ci).count();
-            let old = self.leaf_summaries()[ci.0];
-            let chunk = self.chunk_of_mut(ci);
+            let old = self.level(LEAF).get(ci.0);
             // If every single free leaves the chunk's summary as it was, so do all of them
             // together, and nothing above the leaf changes either.
-            let mut unchanged = true;
-            for &p in &rest[..n] {
-                let i = chunk_page_index(p);
-                chunk.free1(i);
-                unchanged = unchanged && one_page_keeps_summary(chunk.alloc.words(), i, old, true);
-            }
+            let unchanged = self.with_chunk(ci, |chunk| {
+                let mut unchanged = true;
+                for &p in &rest[..n] {
+                    let i = chunk_page_index(p);
+                    chunk.free1(i);
+                    unchanged =
+                        unchanged && one_page_keeps_summary(chunk.alloc.words(), i, old, true);
+                }
+                unchanged
+            });
             self.add_free_pages(n as isize);
             if !unchanged {
                 self.update(ci.base(), PALLOC_CHUNK_PAGES, false, false);
@@ -554,8 +563,8 @@ mod tests {
     const BASE: u64 = 512 * PALLOC_CHUNK_BYTES;
 
     /// A cache of no allocator, checked.
-    fn pc(base: u64, cache: u64, scav: u64) -> PageCache<'static> {
-        PageCache::from_parts(None, base, cache, scav).unwrap()
+    fn pc(base: u64, cache: u64, known_zero: u64) -> PageCache<'static> {
+        PageCache::from_parts(None, base, cache, known_zero).unwrap()
     }
 
     fn copy<'m>(c: &PageCache<'m>) -> PageCache<'m> {
@@ -569,7 +578,10 @@ mod tests {
     #[test]
     fn accessors() {
         let c = pc(BASE, 0xf0f0, 0x3030);
-        assert_eq!((c.base(), c.cache(), c.scav()), (BASE, 0xf0f0, 0x3030));
+        assert_eq!(
+            (c.base(), c.cache(), c.known_zero()),
+            (BASE, 0xf0f0, 0x3030)
+        );
         assert_eq!(c.free_pages(), 8);
         assert!(!c.is_empty());
         assert!(pc(BASE, 0, 0).is_empty());
@@ -623,7 +635,7 @@ mod tests {
                 PageCache {
                     base: BASE,
                     cache: 1 << 63,
-                    scav: 0x1,
+                    known_zero: 0x1,
                     owner: None,
                 },
                 Vec::from([(1, page(63), 0), (1, None, 0), (10, None, 0)]),
@@ -652,7 +664,7 @@ mod tests {
                 PageCache {
                     base: BASE,
                     cache: 0x3,
-                    scav: 0x2 << 62,
+                    known_zero: 0x2 << 62,
                     owner: None,
                 },
                 Vec::from([(2, page(0), 0), (2, None, 0), (1, None, 0)]),
@@ -730,7 +742,7 @@ mod tests {
     fn alloc_64_takes_a_full_cache() {
         let mut c = pc(BASE, !0, 0x8000_0000_0000_0001);
         assert_eq!(c.alloc(64), Some((BASE, 2)));
-        assert_eq!((c.cache(), c.scav()), (0, 0));
+        assert_eq!((c.cache(), c.known_zero()), (0, 0));
         assert!(c.is_empty());
 
         // One missing page anywhere makes 64 impossible and leaves the cache alone.
@@ -759,23 +771,26 @@ mod tests {
         assert_eq!(c, start);
         assert_eq!(c.alloc(4), Some((BASE, 2)));
         assert_eq!(c.cache(), 0x0f0f_0f00);
-        assert_eq!(c.scav(), 0x0303_0300);
+        assert_eq!(c.known_zero(), 0x0303_0300);
     }
 
     /// The model's `alloc`: scan every start for `npages` free pages, one bit at a time.
     fn model_alloc(
         free: &mut [bool; 64],
-        scav: &mut [bool; 64],
+        known_zero: &mut [bool; 64],
         npages: usize,
     ) -> Option<(u64, usize)> {
         if npages == 0 || npages > 64 {
             return None;
         }
         let start = (0..=64 - npages).find(|&s| free[s..s + npages].iter().all(|&f| f))?;
-        let scav_pages = scav[start..start + npages].iter().filter(|&&s| s).count();
+        let known_zero_pages = known_zero[start..start + npages]
+            .iter()
+            .filter(|&&s| s)
+            .count();
         free[start..start + npages].fill(false);
-        scav[start..start + npages].fill(false);
-        Some((BASE + start as u64 * PAGE_SIZE, scav_pages))
+        known_zero[start..start + npages].fill(false);
+        Some((BASE + start as u64 * PAGE_SIZE, known_zero_pages))
     }
 
     fn bits(flags: &[bool; 64]) -> u64 {
@@ -796,10 +811,10 @@ mod tests {
                 1 => r.next() & r.next(),
                 _ => r.next(),
             };
-            let scav = r.next() & cache;
-            let mut c = pc(BASE, cache, scav);
+            let known_zero = r.next() & cache;
+            let mut c = pc(BASE, cache, known_zero);
             let mut free: [bool; 64] = core::array::from_fn(|i| cache >> i & 1 != 0);
-            let mut zeroed: [bool; 64] = core::array::from_fn(|i| scav >> i & 1 != 0);
+            let mut zeroed: [bool; 64] = core::array::from_fn(|i| known_zero >> i & 1 != 0);
             for _ in 0..40 {
                 // Mostly small requests, as the allocator makes; sometimes any size,
                 // including the invalid 0 and 65.
@@ -816,7 +831,7 @@ mod tests {
                     misses += 1;
                 }
                 assert_eq!(c.cache(), bits(&free));
-                assert_eq!(c.scav(), bits(&zeroed));
+                assert_eq!(c.known_zero(), bits(&zeroed));
                 assert_eq!(c.free_pages(), free.iter().filter(|&&f| f).count());
                 assert_eq!(c.is_empty(), !free.contains(&true));
             }
@@ -836,8 +851,7 @@ mod tests {
         let region = AddrRange::new(PAGE_SIZE * 7, 8 << 20);
         let mut md = HeapMetadata::default();
         let mut pa = md.page_alloc(MetadataLayout::for_regions(&[region]).unwrap());
-        pa.grow(region.base, region.size(), Contents::Zeroed)
-            .unwrap();
+        pa.grow(region, Contents::Zeroed).unwrap();
         let h = pa.handed_out();
         let total = pa.free_pages();
         let mut live: Vec<u64> = (0..300).map(|_| pa.alloc(1).unwrap().base).collect();
@@ -925,7 +939,8 @@ mod tests {
         let region = AddrRange::new(0, 4 << 20);
         let mut md = HeapMetadata::default();
         let mut pa = md.page_alloc(MetadataLayout::for_regions(&[region]).unwrap());
-        pa.grow(0, region.size(), Contents::Unknown).unwrap();
+        pa.grow(AddrRange::new(0, region.size()), Contents::Unknown)
+            .unwrap();
         let a = pa.alloc(1).unwrap().base;
         let b = pa.alloc(1).unwrap().base;
         let mut batch = FreeBatch::new();
@@ -946,7 +961,8 @@ mod tests {
         let region = AddrRange::new(0, 4 << 20);
         let mut md = HeapMetadata::default();
         let mut pa = md.page_alloc(MetadataLayout::for_regions(&[region]).unwrap());
-        pa.grow(0, region.size(), Contents::Unknown).unwrap();
+        pa.grow(AddrRange::new(0, region.size()), Contents::Unknown)
+            .unwrap();
         let h = pa.handed_out();
         let mut batch = FreeBatch::new();
         for _ in 0..FREE_BATCH_PAGES {

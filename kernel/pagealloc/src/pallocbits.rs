@@ -17,6 +17,22 @@
 //! - The "not found" sentinel `^uint(0)` becomes `None`.
 //! - Kernel extras not in Go: [`PallocBits::find_aligned`], [`PallocBits::next_free_run`],
 //!   [`PallocBits::free_count`] and the conversions to and from raw words.
+//! - `find_bit_range64`: Go requires `n >= 1` and gives wrong answers for `n > 64`. Here `n ==
+//!   0` returns 0 (an empty run fits anywhere) and `n > 64` returns 64.
+//! - `set_range`: `n == 0` does nothing; Go's index arithmetic underflows on it.
+//! - `clear_range`: `n == 0` does nothing; Go's index arithmetic underflows on it.
+//! - `popcnt_range`: `n == 0` gives 0; Go's index arithmetic underflows on it.
+//! - `find`: Failure is `None` instead of `^uint(0)`; Go's (meaningless) search index on
+//!   failure is dropped.
+//! - `find1`: Returns the `(index, new_search_idx)` pair (both the same) like the other finds,
+//!   and `None` instead of `^uint(0)`.
+//! - `find_small_n`: `None` instead of `^uint(0)`.
+//! - `find_large_n`: `None` instead of `^uint(0)`.
+//! - `alloc_range`: `n == 0` does nothing.
+//! - `free`: `n == 0` does nothing.
+//! - `PallocData`: the known-zero bits are Go's scavenged bits; a set bit means "free and
+//!   known to be zero" (Go: "returned to the OS"); the invariants are the same, so allocating a page clears its bit
+//!   and freeing leaves it clear. Go embeds `pallocBits`; here it is the field `alloc`.
 
 use core::fmt;
 use core::ops::{Deref, DerefMut};
@@ -85,10 +101,6 @@ const fn shrink_runs128(mut c: u128, n: usize) -> u128 {
 /// there is none. Callers pass an inverted bitmap word, so the 1s are free pages.
 ///
 /// Go: `findBitRange64`.
-///
-/// # Deviation from Go
-/// Go requires `n >= 1` and gives wrong answers for `n > 64`. Here `n == 0` returns 0 (an
-/// empty run fits anywhere) and `n > 64` returns 64.
 pub const fn find_bit_range64(c: u64, n: usize) -> usize {
     if n == 0 {
         return 0;
@@ -104,7 +116,8 @@ pub const fn find_bit_range64(c: u64, n: usize) -> usize {
 /// panic. Example: `fill_aligned(0x0100a3, 8) == 0xff00ff`.
 ///
 /// Go: `fillAligned` (in `mgcscavenge.go`).
-pub const fn fill_aligned(x: u64, m: usize) -> u64 {
+#[cfg(test)]
+pub(crate) const fn fill_aligned(x: u64, m: usize) -> u64 {
     // `c` holds the low m-1 bits of every group. (x & c) + c carries into a group's top
     // bit iff one of its low bits is set, and no carry leaves a group, so after OR-ing in
     // x and c and inverting, exactly the top bits of the all-zero groups remain.
@@ -202,8 +215,9 @@ impl Iterator for Runs {
 pub struct PageBits([u64; WORDS]);
 
 impl PageBits {
+    #[cfg(test)]
     /// A bitmap made of raw words (bit `i % 64` of word `i / 64` is page `i`).
-    pub const fn from_words(words: [u64; WORDS]) -> Self {
+    pub(crate) const fn from_words(words: [u64; WORDS]) -> Self {
         PageBits(words)
     }
 
@@ -224,61 +238,53 @@ impl PageBits {
         self.0[i / 64]
     }
 
+    #[cfg(test)]
     /// Sets bit `i`. Go: `(*pageBits).set`.
     #[inline]
-    pub fn set(&mut self, i: usize) {
+    pub(crate) fn set(&mut self, i: usize) {
         self.0[i / 64] |= 1 << (i % 64);
     }
 
     /// Sets bits `[i, i + n)`. Go: `(*pageBits).setRange`.
-    ///
-    /// # Deviation from Go
-    /// `n == 0` does nothing; Go's index arithmetic underflows on it.
-    pub fn set_range(&mut self, i: usize, n: usize) {
+    pub(crate) fn set_range(&mut self, i: usize, n: usize) {
         for_each_word_in_range(i, n, |k, mask| self.0[k] |= mask);
     }
 
     /// Sets every bit. Go: `(*pageBits).setAll`.
-    pub fn set_all(&mut self) {
+    pub(crate) fn set_all(&mut self) {
         self.0 = [!0; WORDS];
     }
 
     /// ORs `v` into the aligned word that holds bit `i`. Go: `(*pageBits).setBlock64`.
     #[inline]
-    pub fn set_block64(&mut self, i: usize, v: u64) {
+    pub(crate) fn set_block64(&mut self, i: usize, v: u64) {
         self.0[i / 64] |= v;
     }
 
     /// Clears bit `i`. Go: `(*pageBits).clear`.
     #[inline]
-    pub fn clear(&mut self, i: usize) {
+    pub(crate) fn clear(&mut self, i: usize) {
         self.0[i / 64] &= !(1 << (i % 64));
     }
 
     /// Clears bits `[i, i + n)`. Go: `(*pageBits).clearRange`.
-    ///
-    /// # Deviation from Go
-    /// `n == 0` does nothing; Go's index arithmetic underflows on it.
-    pub fn clear_range(&mut self, i: usize, n: usize) {
+    pub(crate) fn clear_range(&mut self, i: usize, n: usize) {
         for_each_word_in_range(i, n, |k, mask| self.0[k] &= !mask);
     }
 
     /// Clears every bit. Go: `(*pageBits).clearAll`.
-    pub fn clear_all(&mut self) {
+    pub(crate) fn clear_all(&mut self) {
         self.0 = [0; WORDS];
     }
 
     /// Clears the bits of `v` in the aligned word that holds bit `i`.
     /// Go: `(*pageBits).clearBlock64`.
     #[inline]
-    pub fn clear_block64(&mut self, i: usize, v: u64) {
+    pub(crate) fn clear_block64(&mut self, i: usize, v: u64) {
         self.0[i / 64] &= !v;
     }
 
     /// The number of set bits in `[i, i + n)`. Go: `(*pageBits).popcntRange`.
-    ///
-    /// # Deviation from Go
-    /// `n == 0` gives 0; Go's index arithmetic underflows on it.
     pub fn popcnt_range(&self, i: usize, n: usize) -> usize {
         let mut count = 0;
         for_each_word_in_range(i, n, |k, mask| {
@@ -287,6 +293,7 @@ impl PageBits {
         count
     }
 
+    #[cfg_attr(not(any(feature = "testutil", feature = "inspect")), allow(dead_code))]
     /// The number of set bits in the whole bitmap.
     pub fn count_ones(&self) -> usize {
         self.0.iter().map(|w| w.count_ones() as usize).sum()
@@ -341,6 +348,7 @@ impl fmt::Debug for PallocBits {
 }
 
 impl PallocBits {
+    #[cfg_attr(not(feature = "testutil"), allow(dead_code))]
     /// A bitmap made of raw words (bit `i % 64` of word `i / 64` is page `i`, 1 = allocated).
     pub const fn from_words(words: [u64; WORDS]) -> Self {
         PallocBits(PageBits(words))
@@ -432,10 +440,6 @@ impl PallocBits {
     /// word, the next call's `search_idx`. `npages` must be at least 1 (panics otherwise).
     ///
     /// Go: `(*pallocBits).find`.
-    ///
-    /// # Deviation from Go
-    /// Failure is `None` instead of `^uint(0)`; Go's (meaningless) search index on failure
-    /// is dropped.
     pub fn find(&self, npages: usize, search_idx: usize) -> Option<(usize, usize)> {
         assert!(npages > 0, "find: npages must be at least 1");
         match npages {
@@ -449,10 +453,6 @@ impl PallocBits {
     /// word holding `search_idx`, as `(index, index)`.
     ///
     /// Go: `(*pallocBits).find1`.
-    ///
-    /// # Deviation from Go
-    /// Returns the `(index, new_search_idx)` pair (both the same) like the other finds,
-    /// and `None` instead of `^uint(0)`.
     pub fn find1(&self, search_idx: usize) -> Option<(usize, usize)> {
         let (k, &x) = self
             .0
@@ -470,9 +470,6 @@ impl PallocBits {
     /// the previous word's top run) and then for one inside it.
     ///
     /// Go: `(*pallocBits).findSmallN`.
-    ///
-    /// # Deviation from Go
-    /// `None` instead of `^uint(0)`.
     pub fn find_small_n(&self, npages: usize, search_idx: usize) -> Option<(usize, usize)> {
         debug_assert!((1..=64).contains(&npages), "find_small_n: npages {npages}");
         let mut end = 0; // free pages at the top of the previous word
@@ -500,9 +497,6 @@ impl PallocBits {
     /// some word, so only runs touching word boundaries are followed.
     ///
     /// Go: `(*pallocBits).findLargeN`.
-    ///
-    /// # Deviation from Go
-    /// `None` instead of `^uint(0)`.
     pub fn find_large_n(&self, npages: usize, search_idx: usize) -> Option<(usize, usize)> {
         let mut start = 0; // first page of the current run
         let mut size = 0; // pages in the current run
@@ -535,9 +529,6 @@ impl PallocBits {
     }
 
     /// Marks pages `[i, i + n)` allocated. Go: `(*pallocBits).allocRange`.
-    ///
-    /// # Deviation from Go
-    /// `n == 0` does nothing.
     pub fn alloc_range(&mut self, i: usize, n: usize) {
         self.0.set_range(i, n);
     }
@@ -553,9 +544,6 @@ impl PallocBits {
     }
 
     /// Marks pages `[i, i + n)` free. Go: `(*pallocBits).free`.
-    ///
-    /// # Deviation from Go
-    /// `n == 0` does nothing.
     pub fn free(&mut self, i: usize, n: usize) {
         self.0.clear_range(i, n);
     }
@@ -577,6 +565,7 @@ impl PallocBits {
         self.0.set_block64(i, alloc);
     }
 
+    #[cfg_attr(not(feature = "testutil"), allow(dead_code))]
     /// The number of free pages.
     ///
     /// Not in Go (a kernel extra).
@@ -711,48 +700,62 @@ impl PallocBits {
 /// A chunk's allocation bitmap plus its scavenged bitmap.
 ///
 /// Go: `pallocData`.
-///
-/// # Deviation from Go
-/// In this kernel a set scavenged bit means "free and known to be zero" (Go: "returned to
-/// the OS"); the invariants are the same, so allocating a page clears its bit and freeing
-/// leaves it clear. Go embeds `pallocBits`; here it is the field `alloc`.
 #[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
 pub struct PallocData {
     /// Which pages are allocated.
-    pub alloc: PallocBits,
+    pub(crate) alloc: PallocBits,
     /// Which free pages are known to be zero (a set bit implies the page is free).
-    pub scavenged: PageBits,
+    pub(crate) known_zero: PageBits,
 }
 
 impl PallocData {
+    /// The bitmaps from their 16 words: allocation bits, then known-zero bits.
+    #[inline]
+    pub(crate) fn from_words(w: [u64; 2 * WORDS]) -> PallocData {
+        let (a, z) = w.split_at(WORDS);
+        PallocData {
+            alloc: PallocBits(PageBits(a.try_into().expect("8 words"))),
+            known_zero: PageBits(z.try_into().expect("8 words")),
+        }
+    }
+
+    /// The 16 words [`PallocData::from_words`] takes.
+    #[inline]
+    pub(crate) fn words(&self) -> [u64; 2 * WORDS] {
+        let mut w = [0; 2 * WORDS];
+        w[..WORDS].copy_from_slice(&self.alloc.0.0);
+        w[WORDS..].copy_from_slice(&self.known_zero.0);
+        w
+    }
     /// Marks pages `[i, i + n)` allocated and not zero. Go: `(*pallocData).allocRange`.
-    pub fn alloc_range(&mut self, i: usize, n: usize) {
+    pub(crate) fn alloc_range(&mut self, i: usize, n: usize) {
         self.alloc.alloc_range(i, n);
-        self.scavenged.clear_range(i, n);
+        self.known_zero.clear_range(i, n);
     }
 
     /// Marks every page allocated and not zero. Go: `(*pallocData).allocAll`.
-    pub fn alloc_all(&mut self) {
+    pub(crate) fn alloc_all(&mut self) {
         self.alloc.alloc_all();
-        self.scavenged.clear_all();
+        self.known_zero.clear_all();
     }
 
     /// Marks page `i` free; its scavenged bit is left alone (a freed page is dirty).
-    pub fn free1(&mut self, i: usize) {
+    pub(crate) fn free1(&mut self, i: usize) {
         self.alloc.free1(i);
     }
 
     /// Marks pages `[i, i + n)` free; the scavenged bits are left alone.
-    pub fn free(&mut self, i: usize, n: usize) {
+    pub(crate) fn free(&mut self, i: usize, n: usize) {
         self.alloc.free(i, n);
     }
 
     /// Marks every page free; the scavenged bits are left alone.
-    pub fn free_all(&mut self) {
+    pub(crate) fn free_all(&mut self) {
         self.alloc.free_all();
     }
 }
 
+#[cfg_attr(not(feature = "testutil"), allow(dead_code))]
 /// Bits `[i, i + n)` of a chunk bitmap. Go: `BitRange` (in `export_test.go`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BitRange {
@@ -794,7 +797,7 @@ pub fn make_palloc_bits(ranges: &[BitRange]) -> PallocBits {
 /// `checkPallocBits`. Accepts `&PallocBits` too, through `Deref`.
 ///
 /// Go: `DiffPallocBits`.
-#[cfg(any(test, feature = "testutil"))]
+#[cfg(test)]
 pub fn diff_palloc_bits(got: &PageBits, want: &PageBits) -> PallocBitsDiff {
     PallocBitsDiff {
         got: *got,
@@ -803,14 +806,14 @@ pub fn diff_palloc_bits(got: &PageBits, want: &PageBits) -> PallocBitsDiff {
 }
 
 /// The difference between two bitmaps; see [`diff_palloc_bits`].
-#[cfg(any(test, feature = "testutil"))]
+#[cfg(test)]
 #[derive(Clone, Copy, Debug)]
 pub struct PallocBitsDiff {
     got: PageBits,
     want: PageBits,
 }
 
-#[cfg(any(test, feature = "testutil"))]
+#[cfg(test)]
 impl PallocBitsDiff {
     /// Whether the two bitmaps are equal.
     pub fn is_empty(&self) -> bool {
@@ -834,7 +837,7 @@ impl PallocBitsDiff {
 }
 
 /// Prints `N range(s) different` and, for each range, its index and both sides' bits.
-#[cfg(any(test, feature = "testutil"))]
+#[cfg(test)]
 impl fmt::Display for PallocBitsDiff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{} range(s) different", self.len())?;
@@ -849,20 +852,20 @@ impl fmt::Display for PallocBitsDiff {
 
 /// The bits of range `r` of `b` as `0` and `1` characters, lowest first.
 /// Go: `StringifyPallocBits`.
-#[cfg(any(test, feature = "testutil"))]
+#[cfg(test)]
 pub fn stringify_palloc_bits(b: &PageBits, r: BitRange) -> BitString {
     BitString { bits: *b, range: r }
 }
 
 /// A range of a bitmap that displays as `0`/`1` characters; see [`stringify_palloc_bits`].
-#[cfg(any(test, feature = "testutil"))]
+#[cfg(test)]
 #[derive(Clone, Copy, Debug)]
 pub struct BitString {
     bits: PageBits,
     range: BitRange,
 }
 
-#[cfg(any(test, feature = "testutil"))]
+#[cfg(test)]
 impl fmt::Display for BitString {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for j in self.range.i..self.range.i + self.range.n {
@@ -1642,7 +1645,7 @@ mod tests {
             assert_eq!(b.popcnt_range(i, 0), 0);
             let mut d = PallocData {
                 alloc: orig,
-                scavenged: *invert(&orig),
+                known_zero: *invert(&orig),
             };
             let before = d;
             d.alloc_range(i, 0);
@@ -1690,26 +1693,26 @@ mod tests {
     #[test]
     fn palloc_data_alloc_clears_scavenged_and_free_keeps_it() {
         let mut d = PallocData::default();
-        d.scavenged.set_range(0, N);
+        d.known_zero.set_range(0, N);
         d.alloc_range(10, 100);
         assert_eq!(d.alloc.popcnt_range(0, N), 100);
-        assert_eq!(d.scavenged.popcnt_range(10, 100), 0);
-        assert_eq!(d.scavenged.count_ones(), N - 100);
+        assert_eq!(d.known_zero.popcnt_range(10, 100), 0);
+        assert_eq!(d.known_zero.count_ones(), N - 100);
         d.free(10, 50);
         d.free1(60);
         assert_eq!(d.alloc.count_ones(), 49);
         assert_eq!(
-            d.scavenged.count_ones(),
+            d.known_zero.count_ones(),
             N - 100,
             "free must not set scavenged bits"
         );
         d.alloc_all();
         assert_eq!(d.alloc.count_ones(), N);
-        assert_eq!(d.scavenged.count_ones(), 0);
-        d.scavenged.set(3); // deliberately inconsistent, to see that free_all leaves it
+        assert_eq!(d.known_zero.count_ones(), 0);
+        d.known_zero.set(3); // deliberately inconsistent, to see that free_all leaves it
         d.free_all();
         assert_eq!(d.alloc.count_ones(), 0);
-        assert_eq!(d.scavenged.count_ones(), 1);
+        assert_eq!(d.known_zero.count_ones(), 1);
     }
 
     /// `find` against a page-by-page scan, for every `npages` and random search indices.
@@ -1889,7 +1892,7 @@ mod tests {
         let d = PallocData::default();
         assert_eq!(
             format!("{d:?}"),
-            "PallocData { alloc: PallocBits{}, scavenged: PageBits{} }"
+            "PallocData { alloc: PallocBits{}, known_zero: PageBits{} }"
         );
     }
 

@@ -12,6 +12,17 @@
 //! split virtual address space sorts as one line. Physical addresses already form one
 //! line, so here an address is a plain `u64` and `offAddr` (with `makeAddrRange`'s
 //! same-segment check) disappears.
+//! - `subtract`: An empty `b` leaves `self` unchanged; Go throws when an empty `b` sits
+//!   strictly inside `self`, although subtracting it removes nothing.
+//! - `AddrRanges`: Go keeps the ranges in a slice that starts with room for 16 and doubles
+//!   (leaking the old array). A frame allocator cannot allocate while it sets itself up, so the
+//!   ranges live inline, at most [`MAX_ADDR_RANGES`] of them, and [`add`](Self::add) reports
+//!   [`RangeError::Full`] instead of growing. Go's `sysStat` accounting is gone with the
+//!   allocation.
+//! - `find_addr_greater_equal`: Go indexes past the end on an empty set; here an empty set
+//!   gives `None`.
+//! - `add`: Go throws on an empty range, assumes without checking that `r` overlaps nothing,
+//!   and grows its slice when full; here all three are errors.
 
 use core::fmt;
 
@@ -48,6 +59,7 @@ impl AddrRange {
         self.base.max(other.base) < self.limit.min(other.limit)
     }
 
+    #[cfg(test)]
     /// `self` with the addresses of `b` cut away. Go: `(addrRange).subtract`.
     ///
     /// Returns the empty range `[0, 0)` if `b` covers `self`, and trims the end of `self`
@@ -56,11 +68,7 @@ impl AddrRange {
     /// # Panics
     /// With "pagealloc: bad prune" if `b` lies strictly inside `self`, because the result
     /// would be two ranges.
-    ///
-    /// # Deviation from Go
-    /// An empty `b` leaves `self` unchanged; Go throws when an empty `b` sits strictly
-    /// inside `self`, although subtracting it removes nothing.
-    pub fn subtract(self, b: AddrRange) -> AddrRange {
+    pub(crate) fn subtract(self, b: AddrRange) -> AddrRange {
         if b.size() == 0 {
             return self;
         }
@@ -77,11 +85,12 @@ impl AddrRange {
         a
     }
 
+    #[cfg(test)]
     /// `self` without the addresses at or above `addr`. Go: `(addrRange).removeGreaterEqual`.
     ///
     /// Returns `[0, 0)` if `addr <= base`, `self` if `limit <= addr`, and `[base, addr)`
     /// otherwise.
-    pub const fn remove_greater_equal(self, addr: u64) -> AddrRange {
+    pub(crate) const fn remove_greater_equal(self, addr: u64) -> AddrRange {
         if addr <= self.base {
             AddrRange::new(0, 0)
         } else if self.limit <= addr {
@@ -107,8 +116,8 @@ impl fmt::Display for AddrRange {
 /// How many ranges an [`AddrRanges`] holds at most.
 ///
 /// 128 ranges of 16 bytes keep the set at 2 KiB. A firmware memory map rarely has more
-/// than a few dozen usable regions, and the allocator grows by whole chunks, so
-/// neighbouring regions coalesce.
+/// than a few dozen usable regions; grows are page-granular, and grown regions that touch
+/// coalesce into one range, so a map of `n` usable regions needs at most `n` ranges.
 pub const MAX_ADDR_RANGES: usize = 128;
 
 /// Why [`AddrRanges::add`] refused a range. The set is unchanged when it does.
@@ -165,13 +174,6 @@ impl core::error::Error for RangeError {}
 /// * neighbours neither overlap nor touch (`ranges[i].limit < ranges[i + 1].base`): ranges
 ///   are coalesced as soon as they are added, so the set has one canonical form;
 /// * `total_bytes` is the sum of the ranges' sizes.
-///
-/// # Deviation from Go
-/// Go keeps the ranges in a slice that starts with room for 16 and doubles (leaking the
-/// old array). A frame allocator cannot allocate while it sets itself up, so the ranges
-/// live inline, at most [`MAX_ADDR_RANGES`] of them, and [`add`](Self::add) reports
-/// [`RangeError::Full`] instead of growing. Go's `sysStat` accounting is gone with the
-/// allocation.
 #[derive(Clone)]
 pub struct AddrRanges {
     /// Only `ranges[..len]` is meaningful.
@@ -195,11 +197,13 @@ impl AddrRanges {
         &self.ranges[..self.len]
     }
 
+    #[cfg(test)]
     /// The number of ranges.
     pub const fn len(&self) -> usize {
         self.len
     }
 
+    #[cfg(test)]
     /// Whether the set holds no address.
     pub const fn is_empty(&self) -> bool {
         self.len == 0
@@ -243,9 +247,6 @@ impl AddrRanges {
 
     /// The lowest address in the set that is at least `addr`, or `None` if every address
     /// in the set is below `addr`. Go: `(*addrRanges).findAddrGreaterEqual`.
-    ///
-    /// # Deviation from Go
-    /// Go indexes past the end on an empty set; here an empty set gives `None`.
     pub fn find_addr_greater_equal(&self, addr: u64) -> Option<u64> {
         let ranges = self.ranges();
         let i = self.find_succ(addr);
@@ -255,6 +256,7 @@ impl AddrRanges {
         ranges.get(i).map(|r| r.base)
     }
 
+    #[cfg(test)]
     /// Whether some range holds `addr`. Go: `(*addrRanges).contains`.
     pub fn contains(&self, addr: u64) -> bool {
         let i = self.find_succ(addr);
@@ -268,10 +270,6 @@ impl AddrRanges {
     /// [`RangeError::Empty`] if `r` holds no address, [`RangeError::Overlap`] if it shares
     /// an address with the set, and [`RangeError::Full`] if it touches no range and every
     /// slot is taken. The set is unchanged on error.
-    ///
-    /// # Deviation from Go
-    /// Go throws on an empty range, assumes without checking that `r` overlaps nothing,
-    /// and grows its slice when full; here all three are errors.
     pub fn add(&mut self, r: AddrRange) -> Result<(), RangeError> {
         if r.size() == 0 {
             return Err(RangeError::Empty { range: r });
@@ -313,6 +311,7 @@ impl AddrRanges {
         Ok(())
     }
 
+    #[cfg(test)]
     /// Takes up to `n_bytes` off the top of the last range and returns what it took. Go:
     /// `(*addrRanges).removeLast`.
     ///
@@ -338,6 +337,7 @@ impl AddrRanges {
         taken
     }
 
+    #[cfg(test)]
     /// Removes every address at or above `addr`. Go: `(*addrRanges).removeGreaterEqual`.
     pub fn remove_greater_equal(&mut self, addr: u64) {
         // Every range from `keep` on starts above `addr` and goes entirely.
@@ -358,6 +358,7 @@ impl AddrRanges {
         debug_assert_eq!(self.check(), Ok(()));
     }
 
+    #[cfg(test)]
     /// Makes `other` a copy of `self`, copying only the ranges in use. Go:
     /// `(*addrRanges).cloneInto`.
     pub fn clone_into(&self, other: &mut AddrRanges) {

@@ -24,10 +24,15 @@ impl PallocSum {
     /// The summary of a range with no free page.
     pub const EMPTY: PallocSum = PallocSum(0);
 
+    /// The summary whose packed form is `bits` (as [`PallocSum::to_bits`] gives it).
+    pub(crate) const fn from_bits(bits: u64) -> PallocSum {
+        PallocSum(bits)
+    }
+
     /// Packs three counts. Go: `packPallocSum`.
     ///
-    /// Every field must be at most [`MAX_PACKED_VALUE`], and `max == MAX_PACKED_VALUE`
-    /// only together with `start == end == max`.
+    /// Every field must be at most 2^21 (the pages of the root's 8 GiB entries), and
+    /// `max == 2^21` only together with `start == end == max`.
     pub const fn pack(start: usize, max: usize, end: usize) -> PallocSum {
         if max == MAX_PACKED_VALUE {
             return PallocSum(ALL_MAX);

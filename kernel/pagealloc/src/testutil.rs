@@ -2,21 +2,30 @@
 //! from a description of its chunks, read its state back, and compare two allocators
 //! bitmap by bitmap and summary by summary.
 //!
-//! Enabled by the `testutil` feature; other crates' tests and the benchmarks use it.
+//! Enabled by the `testutil` feature (hidden from the docs, not part of the API, may
+//! change in any release); the crate's own integration tests, the benchmarks and the fuzz
+//! target use it. The internals they test are re-exported here, nowhere else.
 
 use alloc::format;
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, AtomicU64};
+use core::sync::atomic::AtomicU64;
 
-use crate::consts::{PAGE_SHIFT, PALLOC_CHUNK_BYTES, PALLOC_CHUNK_PAGES, SUMMARY_LEVELS};
+pub use crate::consts::*;
+use crate::errors::RangeOpError;
 use crate::handedout::HandedOut;
-use crate::pagealloc::{ChunkIdx, Contents, Metadata, MetadataLayout, PageAlloc, RangeOpError};
+pub use crate::index::{ChunkIdx, MAX_NPAGES, MAX_SEARCH_ADDR, chunk_page_index};
+use crate::layout::MetadataLayout;
+pub use crate::pagecache::FREE_BATCH_PAGES;
 use crate::pagecache::PageCache;
-use crate::pallocbits::PallocData;
-pub use crate::pallocbits::{BitRange, make_palloc_bits, summarize_slow};
+pub use crate::pallocbits::{
+    BitRange, PageBits, PallocBits, find_bit_range64, make_palloc_bits, summarize_slow,
+};
+use crate::ranges::AddrRange;
+pub use crate::ranges::MAX_ADDR_RANGES;
 use crate::summary::PallocSum;
+pub use crate::summary::{FREE_CHUNK_SUM, merge_summaries};
+use crate::tree::{Contents, PageAlloc};
 
 /// The chunk every Go test case is relative to: non-zero and 512-aligned, so that no
 /// case touches chunk 0 by accident. Go: `BaseChunkIdx` (0xc000 chunks from the arena
@@ -31,35 +40,20 @@ pub const fn page_base(c: ChunkIdx, page: usize) -> u64 {
 /// Allocator metadata on the heap, for tests and benchmarks.
 #[derive(Default)]
 pub struct HeapMetadata {
-    summaries: Vec<PallocSum>,
-    chunk_map: Vec<AtomicU32>,
-    chunks: Vec<PallocData>,
-    handed_out: Vec<AtomicU64>,
+    words: Vec<AtomicU64>,
 }
 
 impl HeapMetadata {
     /// Metadata sized for `layout`.
     pub fn new(layout: &MetadataLayout) -> HeapMetadata {
         HeapMetadata {
-            summaries: vec![PallocSum::EMPTY; layout.summary_entries()],
-            chunk_map: (0..layout.chunk_map_entries())
-                .map(|_| AtomicU32::new(0))
-                .collect(),
-            chunks: vec![PallocData::default(); layout.chunk_entries()],
-            handed_out: (0..layout.handed_out_words())
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            words: (0..layout.words()).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
-    /// Borrows the arrays for [`PageAlloc::new`].
-    pub fn metadata(&mut self) -> Metadata<'_> {
-        Metadata {
-            summaries: &mut self.summaries,
-            chunk_map: &mut self.chunk_map,
-            chunks: &mut self.chunks,
-            handed_out: &mut self.handed_out,
-        }
+    /// Borrows the words for [`PageAlloc::new`].
+    pub fn metadata(&mut self) -> &mut [AtomicU64] {
+        &mut self.words
     }
 
     /// Resizes the arrays for `layout` and builds an empty allocator in them.
@@ -76,38 +70,43 @@ impl HeapMetadata {
 pub fn new_page_alloc<'m>(
     md: &'m mut HeapMetadata,
     chunks: &[(ChunkIdx, &[BitRange])],
-    scav: Option<&[(ChunkIdx, &[BitRange])]>,
+    known_zero: Option<&[(ChunkIdx, &[BitRange])]>,
 ) -> PageAlloc<'m> {
     let limit = chunks
         .iter()
         .map(|(c, _)| c.base() + PALLOC_CHUNK_BYTES)
         .max()
         .unwrap_or(0);
-    let mut l1s: Vec<usize> = chunks.iter().map(|(c, _)| c.l1()).collect();
+    let mut l1s: Vec<usize> = chunks.iter().map(|(c, _)| c.map_block()).collect();
     l1s.sort_unstable();
     l1s.dedup();
     let layout = MetadataLayout::new(limit, l1s.len()).expect("test layout");
     let mut pa = md.page_alloc(layout);
     for &(ci, _) in chunks {
-        pa.grow(ci.base(), PALLOC_CHUNK_BYTES, Contents::Unknown)
-            .unwrap_or_else(|e| panic!("test grow of {ci}: {e}"));
+        pa.grow(
+            AddrRange::new(ci.base(), ci.base() + PALLOC_CHUNK_BYTES),
+            Contents::Unknown,
+        )
+        .unwrap_or_else(|e| panic!("test grow of {ci}: {e}"));
     }
     for &(ci, allocs) in chunks {
-        let zeroed = scav
+        let zeroed = known_zero
             .and_then(|s| s.iter().find(|(c, _)| *c == ci))
             .map(|(_, r)| *r);
-        let chunk = pa.chunk_of_mut(ci);
-        for r in zeroed.unwrap_or(&[]).iter().filter(|r| r.n != 0) {
-            chunk.scavenged.set_range(r.i, r.n);
-        }
-        let mut newly_allocated = 0;
-        for r in allocs.iter().filter(|r| r.n != 0) {
-            newly_allocated += r.n - chunk.alloc.popcnt_range(r.i, r.n);
-            chunk.alloc_range(r.i, r.n);
-        }
+        let newly_allocated = pa.with_chunk(ci, |chunk| {
+            for r in zeroed.unwrap_or(&[]).iter().filter(|r| r.n != 0) {
+                chunk.known_zero.set_range(r.i, r.n);
+            }
+            let mut newly_allocated = 0;
+            for r in allocs.iter().filter(|r| r.n != 0) {
+                newly_allocated += r.n - chunk.alloc.popcnt_range(r.i, r.n);
+                chunk.alloc_range(r.i, r.n);
+            }
+            newly_allocated
+        });
         pa.add_free_pages(-(newly_allocated as isize));
         pa.update(ci.base(), PALLOC_CHUNK_PAGES, false, false);
-        let words = *pa.chunk_of_mut(ci).alloc.words();
+        let words = pa.with_chunk(ci, |chunk| *chunk.alloc.words());
         let h = pa.handed_out();
         for (w, &bits) in words.iter().enumerate() {
             let mut rest = bits;
@@ -140,10 +139,11 @@ pub fn new_page_cache<'m>(
     owner: Option<HandedOut<'m>>,
     base: u64,
     cache: u64,
-    scav: u64,
+    known_zero: u64,
 ) -> Result<PageCache<'m>, String> {
-    PageCache::from_parts(owner, base, cache, scav)
-        .map_err(|e| format!("{e} (base {base:#x}, cache {cache:#018x}, scav {scav:#018x})"))
+    PageCache::from_parts(owner, base, cache, known_zero).map_err(|e| {
+        format!("{e} (base {base:#x}, cache {cache:#018x}, known_zero {known_zero:#018x})")
+    })
 }
 
 /// Sets the search address, for tests that start from a particular one.
@@ -156,10 +156,14 @@ pub fn set_search_addr(pa: &mut PageAlloc<'_>, addr: u64) {
 /// Go: `checkPageAlloc` (which does not compare summaries).
 pub fn diff_page_alloc(want: &PageAlloc<'_>, got: &PageAlloc<'_>) -> Option<String> {
     let mut out = String::new();
-    if want.bounds() != got.bounds() {
-        out += &format!("bounds: want {:?}, got {:?}\n", want.bounds(), got.bounds());
+    if want.inspect().chunk_bounds() != got.inspect().chunk_bounds() {
+        out += &format!(
+            "bounds: want {:?}, got {:?}\n",
+            want.inspect().chunk_bounds(),
+            got.inspect().chunk_bounds()
+        );
     }
-    if let Some((start, end)) = want.bounds() {
+    if let Some((start, end)) = want.inspect().chunk_bounds() {
         for c in start.0..end.0 {
             let ci = ChunkIdx(c);
             match (want.chunk_data(ci), got.chunk_data(ci)) {
@@ -168,10 +172,10 @@ pub fn diff_page_alloc(want: &PageAlloc<'_>, got: &PageAlloc<'_>) -> Option<Stri
                     if w.alloc != g.alloc {
                         out += &format!("{ci} alloc bits: want {:?}, got {:?}\n", w.alloc, g.alloc);
                     }
-                    if w.scavenged != g.scavenged {
+                    if w.known_zero != g.known_zero {
                         out += &format!(
                             "{ci} zeroed bits: want {:?}, got {:?}\n",
-                            w.scavenged, g.scavenged
+                            w.known_zero, g.known_zero
                         );
                     }
                     // `want` stands for pages `got` never grew with allocated ones, which
@@ -193,13 +197,18 @@ pub fn diff_page_alloc(want: &PageAlloc<'_>, got: &PageAlloc<'_>) -> Option<Stri
         }
     }
     for l in 0..SUMMARY_LEVELS {
-        let (w, g) = (
-            want.summary_level(l).unwrap_or(&[]),
-            got.summary_level(l).unwrap_or(&[]),
-        );
+        let (w, g) = (want.level(l), got.level(l));
         for i in 0..w.len().max(g.len()) {
-            let ws = w.get(i).copied().unwrap_or(PallocSum::EMPTY);
-            let gs = g.get(i).copied().unwrap_or(PallocSum::EMPTY);
+            let ws = if i < w.len() {
+                w.get(i)
+            } else {
+                PallocSum::EMPTY
+            };
+            let gs = if i < g.len() {
+                g.get(i)
+            } else {
+                PallocSum::EMPTY
+            };
             if ws != gs {
                 out += &format!("summary[{l}][{i}]: want {ws:?}, got {gs:?}\n");
             }
@@ -218,7 +227,7 @@ pub fn handed_out_words(pa: &PageAlloc<'_>, ci: ChunkIdx) -> [u64; PALLOC_CHUNK_
 pub fn grown_words(pa: &PageAlloc<'_>, ci: ChunkIdx) -> [u64; PALLOC_CHUNK_PAGES / 64] {
     let mut words = [0u64; PALLOC_CHUNK_PAGES / 64];
     let (cb, ce) = (ci.base(), ci.base() + PALLOC_CHUNK_BYTES);
-    for r in pa.in_use() {
+    for r in pa.inspect().grown() {
         let (lo, hi) = (r.base.max(cb), r.limit.min(ce));
         let mut p = lo;
         while p < hi {
@@ -262,4 +271,9 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+}
+
+/// Blocks of 16 chunk bitmaps (32 MiB of memory each) that `layout` has room for.
+pub fn bitmap_blocks(layout: &MetadataLayout) -> usize {
+    layout.chunk_entries() / crate::consts::PALLOC_CHUNKS_L2_ENTRIES
 }

@@ -6,10 +6,10 @@
 
 use std::collections::BTreeSet;
 
-use pagealloc::model::FlatModel;
-use pagealloc::model::PageState;
-use pagealloc::testutil::{HeapMetadata, Rng};
+use pagealloc::testutil::{HeapMetadata, Rng, bitmap_blocks};
 use pagealloc::{AddrRange, Constraints, Contents, FreeBatch, MetadataLayout, RangeOpError};
+use pagealloc_model::FlatModel;
+use pagealloc_model::PageState;
 
 const PAGE: u64 = 4096;
 
@@ -24,10 +24,10 @@ fn run(seed: u64) {
     let layout = MetadataLayout::for_regions(&regions).unwrap();
     let mut md = HeapMetadata::default();
     let mut pa = md.page_alloc(layout);
-    let mut model = FlatModel::new(layout.span_limit(), layout.chunk_entries() / 16);
+    let mut model = FlatModel::new(layout.span_limit(), bitmap_blocks(&layout));
     for r in &regions {
-        pa.grow(r.base, r.size(), Contents::Unknown).unwrap();
-        model.grow(r.base, r.size(), Contents::Unknown).unwrap();
+        pa.grow(*r, Contents::Unknown).unwrap();
+        model.grow(*r, Contents::Unknown).unwrap();
     }
     let h = pa.handed_out();
     let mut batch = FreeBatch::new();

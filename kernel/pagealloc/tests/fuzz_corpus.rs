@@ -2,7 +2,7 @@
 //! every seed must pass, and together they must reach the cache, batch and refusal paths
 //! the fuzzer starts from.
 
-use pagealloc::model::{RunStats, decode_ops, run_ops_with};
+use pagealloc_model::{RunStats, decode_ops, run_ops_with};
 
 #[test]
 fn seed_corpus_passes_and_covers_the_entry_points() {

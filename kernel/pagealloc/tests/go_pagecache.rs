@@ -9,13 +9,12 @@
 //! its allocated pages out; pages a cache holds are moved to held with `hold`, and caches
 //! that Go builds by hand come from `new_page_cache`, which checks them.
 
-use pagealloc::consts::{PAGE_CACHE_PAGES, PAGE_SIZE};
+use pagealloc::inspect::PallocSum;
 use pagealloc::testutil::{
-    BASE_CHUNK_IDX, BitRange, HeapMetadata, Rng, hold, new_page_cache, page_base,
+    BASE_CHUNK_IDX, BitRange, ChunkIdx, HeapMetadata, Rng, hold, new_page_cache, page_base,
 };
-use pagealloc::{
-    ChunkIdx, Contents, MetadataLayout, PageAlloc, PageCache, PallocSum, RangeOpError,
-};
+use pagealloc::testutil::{PAGE_CACHE_PAGES, PAGE_SIZE};
+use pagealloc::{AddrRange, Contents, MetadataLayout, PageAlloc, PageCache, RangeOpError};
 
 #[macro_use]
 mod common;
@@ -39,13 +38,14 @@ fn test_page_alloc_alloc_to_cache() {
         after_alloc: Chunks,
         after_scav: Option<Chunks>,
     }
-    let cache =
-        |ci: ChunkIdx, page: usize, bits: u64, scav: u64| Some((page_base(ci, page), bits, scav));
+    let cache = |ci: ChunkIdx, page: usize, bits: u64, known_zero: u64| {
+        Some((page_base(ci, page), bits, known_zero))
+    };
     // Go aligns its base chunk to a page of summaries (see `DiscontiguousMappedSumBoundary`
     // in go_pagealloc.rs); our summaries are not mapped page by page, but the case keeps
     // Go's layout.
     let sums_per_phys_page = PAGE_SIZE as usize / size_of::<PallocSum>();
-    let bc = |off: usize| ChunkIdx((BASE_CHUNK_IDX.0 & !(sums_per_phys_page - 1)) + off);
+    let bc = |off: usize| ChunkIdx::new((BASE_CHUNK_IDX.index() & !(sums_per_phys_page - 1)) + off);
     const BIG_JUMP: usize = 0x100000;
 
     let cases = [
@@ -151,7 +151,7 @@ fn test_page_alloc_alloc_to_cache() {
             let got = b.alloc_to_cache();
             match want {
                 Some(want) => assert_eq!(
-                    (got.base(), got.cache(), got.scav()),
+                    (got.base(), got.cache(), got.known_zero()),
                     *want,
                     "{name}: cache #{}",
                     k + 1
@@ -209,8 +209,9 @@ fn bits64_to_bit_ranges(bits: u64, base: usize) -> Vec<BitRange> {
 /// the cache's zeroed bits.
 #[test]
 fn test_page_cache_flush() {
-    fn run_test(base: usize, cache: u64, scav: u64) {
-        let what = format!("flush of base {base}, cache {cache:#018x}, scav {scav:#018x}");
+    fn run_test(base: usize, cache: u64, known_zero: u64) {
+        let what =
+            format!("flush of base {base}, cache {cache:#018x}, known_zero {known_zero:#018x}");
         let mut md = HeapMetadata::default();
         let mut b = build(
             &mut md,
@@ -223,7 +224,7 @@ fn test_page_cache_flush() {
         let block = page_base(c(0), base);
         hold_cache(&b, block, cache);
         assert_eq!(b.held_pages(), cache.count_ones() as usize);
-        let mut pc = new_page_cache(Some(b.handed_out()), block, cache, scav).unwrap();
+        let mut pc = new_page_cache(Some(b.handed_out()), block, cache, known_zero).unwrap();
         assert_eq!(pc.flush(&mut b), Ok(()), "{what}");
         assert_eq!(b.held_pages(), 0);
         assert!(
@@ -237,7 +238,7 @@ fn test_page_cache_flush() {
         );
 
         let after_alloc = vec![(c(0), bits64_to_bit_ranges(!cache, base))];
-        let after_scav = vec![(c(0), bits64_to_bit_ranges(scav, base))];
+        let after_scav = vec![(c(0), bits64_to_bit_ranges(known_zero, base))];
         let mut want_md = HeapMetadata::default();
         let want = build(&mut want_md, &after_alloc, Some(&after_scav));
         if let Some(e) = pagealloc::testutil::diff_page_alloc(&want, &b) {
@@ -257,8 +258,8 @@ fn test_page_cache_flush() {
     for _ in 0..100 {
         let base = (r.next() % (P / 64) as u64) as usize * 64;
         let cache = r.next();
-        let scav = r.next() & cache;
-        run_test(base, cache, scav);
+        let known_zero = r.next() & cache;
+        run_test(base, cache, known_zero);
     }
 }
 
@@ -276,12 +277,15 @@ fn flush_round_trip_and_stale_copy() {
     let mut b = build(&mut md, &before_alloc, Some(&before_scav));
 
     let mut pc = b.alloc_to_cache();
-    let (base, cache, scav) = (
+    let (base, cache, known_zero) = (
         page_base(c(0), 0),
         !(0x1 | 0x3 << 10),
         0x7 << 1 | mask(24) << 40,
     );
-    assert_eq!((pc.base(), pc.cache(), pc.scav()), (base, cache, scav));
+    assert_eq!(
+        (pc.base(), pc.cache(), pc.known_zero()),
+        (base, cache, known_zero)
+    );
     assert_eq!(pc.owner(), Some(b.handed_out()));
     assert_eq!(pc.flush(&mut b), Ok(()));
     assert!(pc.is_empty());
@@ -290,7 +294,7 @@ fn flush_round_trip_and_stale_copy() {
 
     // The pages are free again: the stale copy's first page is named. (A `PageCache`
     // cannot be cloned; a stale copy is one the test support makes.)
-    let mut stale = new_page_cache(Some(b.handed_out()), base, cache, scav).unwrap();
+    let mut stale = new_page_cache(Some(b.handed_out()), base, cache, known_zero).unwrap();
     assert_eq!(
         stale.flush(&mut b),
         Err(RangeOpError::NotAllocated {
@@ -300,8 +304,8 @@ fn flush_round_trip_and_stale_copy() {
         })
     );
     assert_eq!(
-        (stale.base(), stale.cache(), stale.scav()),
-        (base, cache, scav),
+        (stale.base(), stale.cache(), stale.known_zero()),
+        (base, cache, known_zero),
         "a refused flush keeps the cache"
     );
     check(&want, &b);
@@ -325,7 +329,7 @@ fn flush_round_trip_and_stale_copy() {
     );
     // Give them back with their zeroed bits, as they came.
     for &p in &pages {
-        if scav >> ((p - base) / PAGE_SIZE) & 1 != 0 {
+        if known_zero >> ((p - base) / PAGE_SIZE) & 1 != 0 {
             b.free_zeroed(p, 1).unwrap();
         } else {
             b.free(p, 1).unwrap();
@@ -489,8 +493,11 @@ fn flush_cache_of_ungrown_pages_with_bitmap() {
     fn grown(md: &mut HeapMetadata) -> PageAlloc<'_> {
         let layout = MetadataLayout::new(c(2).base(), 1).expect("layout");
         let mut pa = md.page_alloc(layout);
-        pa.grow(page_base(c(0), 64), 64 * PAGE_SIZE, Contents::Unknown)
-            .unwrap();
+        pa.grow(
+            AddrRange::new(page_base(c(0), 64), page_base(c(0), 64) + 64 * PAGE_SIZE),
+            Contents::Unknown,
+        )
+        .unwrap();
         pa
     }
     let mut want_md = HeapMetadata::default();

@@ -2,18 +2,17 @@
 //! holds, frees into a batch of pages another cache or batch holds, flushes into another
 //! allocator. Each refusal names the page and changes nothing.
 
-use pagealloc::consts::PAGE_SIZE;
 use pagealloc::testutil::HeapMetadata;
-use pagealloc::{
-    AddrRange, Contents, FREE_BATCH_PAGES, FreeBatch, MetadataLayout, PageAlloc, RangeOpError,
-};
+use pagealloc::testutil::PAGE_SIZE;
+use pagealloc::{AddrRange, Contents, FreeBatch, MetadataLayout, PageAlloc, RangeOpError};
 
 const MIB: u64 = 1 << 20;
 
 fn grown(md: &mut HeapMetadata, base: u64, size: u64) -> PageAlloc<'_> {
     let r = AddrRange::new(base, base + size);
     let mut pa = md.page_alloc(MetadataLayout::for_regions(&[r]).unwrap());
-    pa.grow(base, size, Contents::Zeroed).unwrap();
+    pa.grow(AddrRange::new(base, base + size), Contents::Zeroed)
+        .unwrap();
     pa
 }
 
@@ -199,7 +198,7 @@ fn a_batch_refuses_pages_another_batch_or_a_cache_holds() {
     let h = pa.handed_out();
     let mut cache = pa.alloc_to_cache();
     let (mut one, mut two) = (FreeBatch::new(), FreeBatch::new());
-    let pages: Vec<u64> = (0..FREE_BATCH_PAGES)
+    let pages: Vec<u64> = (0..FreeBatch::CAPACITY)
         .map(|_| pa.alloc(1).unwrap().base)
         .collect();
     for &p in &pages {
@@ -215,7 +214,7 @@ fn a_batch_refuses_pages_another_batch_or_a_cache_holds() {
     }
     assert!(two.is_empty());
     assert_eq!(pa.held_pages(), 2 * 64);
-    assert_eq!(one.flush(&mut pa), Ok(FREE_BATCH_PAGES));
+    assert_eq!(one.flush(&mut pa), Ok(FreeBatch::CAPACITY));
     cache.flush(&mut pa).unwrap();
     assert_eq!(pa.free_pages(), pa.total_pages());
     pa.check_invariants().unwrap();

@@ -6,8 +6,8 @@
 //! `PROPTEST_CASES=n` sets the number of cases of each property (the defaults keep the
 //! whole file within about half a minute in a debug build).
 
-use pagealloc::consts::{PAGE_SIZE, PALLOC_CHUNK_BYTES, PALLOC_CHUNK_PAGES};
-use pagealloc::model::{BadFree, Op, RunConfig, RunStats, run_ops_with};
+use pagealloc::testutil::{PAGE_SIZE, PALLOC_CHUNK_BYTES, PALLOC_CHUNK_PAGES};
+use pagealloc_model::{BadFree, Op, RunConfig, RunStats, run_ops_with};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
@@ -209,7 +209,7 @@ fn op(span_pages: u64) -> impl Strategy<Value = Op> {
             .prop_map(|(index, npages, how)| Op::HeldFree { index, npages, how }),
         1 => cpu.prop_map(|cpu| Op::ForeignFlush { cpu }),
         1 => (0..span_pages + 2 * PALLOC_CHUNK_PAGES as u64, any::<u64>(), any::<u64>())
-            .prop_map(|(base_page, cache, scav)| Op::ForgedFlush { base_page, cache, scav }),
+            .prop_map(|(base_page, cache, known_zero)| Op::ForgedFlush { base_page, cache, known_zero }),
     ]
 }
 

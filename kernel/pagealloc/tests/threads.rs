@@ -13,7 +13,7 @@
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use pagealloc::consts::PAGE_SIZE;
+use pagealloc::testutil::PAGE_SIZE;
 use pagealloc::testutil::{HeapMetadata, Rng};
 use pagealloc::{
     AddrRange, Contents, FreeBatch, HandedOut, MetadataLayout, PageAlloc, PageCache, RangeOpError,
@@ -25,7 +25,7 @@ const MIB: u64 = 1 << 20;
 fn grown(md: &mut HeapMetadata, size: u64) -> PageAlloc<'_> {
     let r = AddrRange::new(0, size);
     let mut pa = md.page_alloc(MetadataLayout::for_regions(&[r]).unwrap());
-    pa.grow(0, size, Contents::Unknown).unwrap();
+    pa.grow(AddrRange::new(0, size), Contents::Unknown).unwrap();
     pa
 }
 

@@ -13,7 +13,7 @@ use x86_64::structures::paging::{
 };
 use x86_64::{PhysAddr, VirtAddr};
 
-use super::frames::{self, FrameError, FrameRequest, Frames, GlobalFrameAllocator};
+use super::frames::{self, FrameError, FrameRequest, Frames, global_frame_allocator};
 use super::lock::IrqMutex;
 use super::{kernel_pml4, mapper_for, phys_to_virt};
 
@@ -114,7 +114,7 @@ impl AddressSpace {
                 phys,
                 flags,
                 table_flags,
-                &mut GlobalFrameAllocator,
+                &mut global_frame_allocator(),
             )
         };
         match result {

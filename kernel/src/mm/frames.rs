@@ -10,8 +10,9 @@
 use core::fmt;
 
 use pagealloc::{AllocError, Allocation, Constraints, RangeOpError};
+use pagealloc_x86_64::FrameSource;
 use x86_64::PhysAddr;
-use x86_64::structures::paging::{FrameAllocator, FrameDeallocator, PhysFrame, Size2MiB, Size4KiB};
+use x86_64::structures::paging::{PhysFrame, Size2MiB};
 
 use super::percpu;
 use super::phys_to_virt;
@@ -20,7 +21,7 @@ pub use super::stats::{
     CpuHeldFrames, FrameStats, ZoneStats, assert_invariants, cached_blocks, check_invariants,
     cpu_stats, held_by_a_cpu, stats, with_zones,
 };
-pub use super::zones::{DMA_LIMIT, DMA32_LIMIT, Zone, Zones};
+pub use super::zones::{DMA_LIMIT, DMA32_LIMIT, PerZone, Zone, Zones};
 use super::zones::{ZONES, metadata_range};
 
 /// Bytes in a 4 KiB frame.
@@ -181,6 +182,36 @@ impl Frames {
         self.zeroed_pages = self.npages;
     }
 
+    /// Splits the frames in two: `self` keeps the first `npages`, the rest is returned;
+    /// `None` (and nothing changes) unless `0 < npages < self.npages()`. Each part counts
+    /// as known zero only if all of the frames were.
+    pub fn split_off(&mut self, npages: usize) -> Option<Frames> {
+        if npages == 0 || npages >= self.npages {
+            return None;
+        }
+        let all_zero = self.zeroed_pages == self.npages;
+        let tail = Frames {
+            start: self.start + npages as u64 * FRAME_SIZE,
+            npages: self.npages - npages,
+            zeroed_pages: if all_zero { self.npages - npages } else { 0 },
+        };
+        self.npages = npages;
+        self.zeroed_pages = if all_zero { npages } else { 0 };
+        Some(tail)
+    }
+
+    /// Frees the frames straight to their zone, as [`free_uncached`] does; on a refusal
+    /// the handle comes back with the error, still owning the frames.
+    pub fn free_uncached(self) -> Result<(), (Frames, FrameError)> {
+        match free_uncached(self.start, self.npages) {
+            Ok(()) => {
+                core::mem::forget(self);
+                Ok(())
+            }
+            Err(e) => Err((self, e)),
+        }
+    }
+
     /// Gives up ownership without freeing, e.g. for a frame handed to a page table.
     pub fn into_raw(self) -> (PhysFrame, usize) {
         let raw = (self.start_frame(), self.npages);
@@ -188,11 +219,13 @@ impl Frames {
         raw
     }
 
-    /// Takes ownership of frames released with [`Frames::into_raw`].
+    /// Takes ownership of frames released with [`Frames::into_raw`]. Only memory
+    /// management may do this (page tables it frees, the heap's rollback): anywhere else
+    /// a handle could be forged for frames someone else owns.
     ///
     /// # Safety
     /// The frames must be allocated, and nothing else may use or free them afterwards.
-    pub unsafe fn from_raw(start: PhysFrame, npages: usize) -> Frames {
+    pub(in crate::mm) unsafe fn from_raw(start: PhysFrame, npages: usize) -> Frames {
         Frames {
             start: start.start_address(),
             npages,
@@ -495,32 +528,43 @@ pub fn flush_caches() -> usize {
     percpu::flush_all()
 }
 
-/// `x86_64`'s frame traits on top of the frame API, for its page-table code. Frames it
-/// allocates belong to whoever maps them (here: the page tables).
-pub struct GlobalFrameAllocator;
+/// The kernel's frames as a source for `pagealloc_x86_64`: the zones with their per-CPU
+/// caches and batches (the frame API above), so page tables take frames on the same
+/// paths as everything else.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelFrames;
 
-// SAFETY: every frame returned is allocated from the page allocator and handed out once.
-unsafe impl FrameAllocator<Size4KiB> for GlobalFrameAllocator {
-    fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
-        alloc_frame().ok().map(|f| f.into_raw().0)
+impl FrameSource for KernelFrames {
+    type Error = FrameError;
+
+    fn alloc_4k(&self) -> Option<u64> {
+        alloc_frame()
+            .ok()
+            .map(|f| f.into_raw().0.start_address().as_u64())
     }
-}
 
-// SAFETY: as above; a 2 MiB frame is 512 frames aligned to 2 MiB.
-unsafe impl FrameAllocator<Size2MiB> for GlobalFrameAllocator {
-    fn allocate_frame(&mut self) -> Option<PhysFrame<Size2MiB>> {
+    fn alloc_2m(&self) -> Option<u64> {
         let f = alloc_huge_frame().ok()?;
         let huge = f.huge_frame().expect("a 2 MiB-aligned run of 512 frames");
         let _ = f.into_raw();
-        Some(huge)
+        Some(huge.start_address().as_u64())
+    }
+
+    fn free(&self, base: u64, npages: usize) -> Result<(), FrameError> {
+        free_frames(PhysAddr::new(base), npages)
+    }
+
+    /// A refused free changed nothing; the trait cannot report it, so say so.
+    fn refused(&self, base: u64, npages: usize, err: FrameError) {
+        crate::serial_println!("frame deallocator: {npages} frames at {base:#x}: {err}");
     }
 }
 
-impl FrameDeallocator<Size4KiB> for GlobalFrameAllocator {
-    unsafe fn deallocate_frame(&mut self, frame: PhysFrame<Size4KiB>) {
-        // The trait cannot report an error; a refused free changes nothing, so say so.
-        if let Err(e) = free_frames(frame.start_address(), 1) {
-            crate::serial_println!("frame deallocator: {e}");
-        }
-    }
+/// `x86_64`'s frame traits (4 KiB and 2 MiB) on top of the frame API, for its page-table
+/// code. Frames it allocates belong to whoever maps them (here: the page tables).
+pub type GlobalFrameAllocator = pagealloc_x86_64::Frames<KernelFrames>;
+
+/// The allocator to hand to `x86_64`'s mapper.
+pub const fn global_frame_allocator() -> GlobalFrameAllocator {
+    pagealloc_x86_64::Frames(KernelFrames)
 }

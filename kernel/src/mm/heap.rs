@@ -14,7 +14,7 @@ use linked_list_allocator::Heap;
 use x86_64::VirtAddr;
 use x86_64::structures::paging::{Mapper, Page, PageTableFlags, Size4KiB};
 
-use super::frames::{self, FRAME_SIZE, GlobalFrameAllocator};
+use super::frames::{self, FRAME_SIZE, global_frame_allocator};
 use super::lock::IrqMutex;
 use super::{kernel_pml4, mapper_for};
 
@@ -103,7 +103,7 @@ fn map_pages(start: u64, bytes: usize) -> usize {
         let (frame, _) = frame.into_raw();
         // SAFETY: the page lies in the heap's region, which nothing else maps, and the
         // frame was just allocated for it alone.
-        match unsafe { mapper.map_to(page, frame, flags, &mut GlobalFrameAllocator) } {
+        match unsafe { mapper.map_to(page, frame, flags, &mut global_frame_allocator()) } {
             Ok(flush) => flush.flush(),
             Err(_) => {
                 // SAFETY: the frame came from `into_raw` above and was not mapped.

@@ -23,8 +23,9 @@ use x86_64::{PhysAddr, VirtAddr};
 
 pub use address_space::AddressSpace;
 pub use frames::{
-    FRAME_SIZE, FrameError, FrameRequest, FrameStats, Frames, GlobalFrameAllocator, Zone, alloc,
-    alloc_frame, alloc_frames, alloc_huge_frame, alloc_zeroed, free_frames, stats,
+    FRAME_SIZE, FrameError, FrameRequest, FrameStats, Frames, GlobalFrameAllocator, KernelFrames,
+    Zone, alloc, alloc_frame, alloc_frames, alloc_huge_frame, alloc_zeroed, free_frames,
+    global_frame_allocator, stats,
 };
 pub use pagealloc;
 pub use setup::{InitReport, init, init_report};

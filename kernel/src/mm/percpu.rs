@@ -20,7 +20,7 @@
 use pagealloc::{FreeBatch, PageCache};
 
 use super::lock::IrqMutex;
-use super::zones::{self, ZONE_COUNT, ZONES, Zone};
+use super::zones::{self, PerZone, ZONES, Zone};
 use crate::smp::{MAX_CPUS, cpu_id};
 
 /// What one CPU holds.
@@ -30,7 +30,7 @@ pub(super) struct CpuFrames {
     /// Free frames of one 64-frame block, taken from `zone`.
     cache: Option<PageCache<'static>>,
     /// Single frames freed on this CPU, one batch per zone.
-    batches: [FreeBatch<'static>; ZONE_COUNT],
+    batches: PerZone<FreeBatch<'static>>,
     /// Single frames this CPU handed out and took back (for the console).
     pub(super) allocs: u64,
     pub(super) frees: u64,
@@ -41,7 +41,7 @@ impl CpuFrames {
         CpuFrames {
             zone: Zone::Dma,
             cache: None,
-            batches: [FreeBatch::new(), FreeBatch::new(), FreeBatch::new()],
+            batches: PerZone([FreeBatch::new(), FreeBatch::new(), FreeBatch::new()]),
             allocs: 0,
             frees: 0,
         }
@@ -62,7 +62,7 @@ impl CpuFrames {
                 bits &= bits - 1;
             }
         }
-        for b in &self.batches {
+        for b in self.batches.iter() {
             b.pages().for_each(&mut f);
         }
     }
@@ -73,7 +73,7 @@ impl CpuFrames {
         // The most recently freed frame first (still warm); never a DMA one, which waits
         // in its batch for the zone.
         for z in [Zone::Normal, Zone::Dma32] {
-            if let Some(addr) = self.batches[z as usize].alloc() {
+            if let Some(addr) = self.batches[z].alloc() {
                 return Some((addr, false));
             }
         }
@@ -137,7 +137,7 @@ pub(super) fn free_one(z: Zone, addr: u64) -> Result<(), pagealloc::RangeOpError
         page: addr,
     })?;
     let mut cpu = this_cpu().lock();
-    let batch = &mut cpu.batches[z as usize];
+    let batch = &mut cpu.batches[z];
     if batch.is_full() {
         let mut zones = ZONES.lock();
         let pa = zones
@@ -169,7 +169,7 @@ pub(super) fn flush_all() -> usize {
         let cpu = &mut *cpu;
         for z in Zone::ALL {
             if let Some(pa) = zones.zone_mut(z) {
-                cpu.batches[z as usize]
+                cpu.batches[z]
                     .flush(pa)
                     .unwrap_or_else(|e| panic!("flushing a free batch into {}: {e}", z.name()));
             }

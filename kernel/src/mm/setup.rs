@@ -8,11 +8,11 @@
 //! 4. Mark the metadata frames allocated, so they are never handed out.
 
 use core::fmt;
-use core::sync::atomic::{AtomicU32, AtomicU64};
+use core::sync::atomic::AtomicU64;
 
 use bootloader_api::BootInfo;
 use bootloader_api::info::{MemoryRegion, MemoryRegionKind};
-use pagealloc::{AddrRange, Contents, Metadata, MetadataLayout, PageAlloc, PallocData, PallocSum};
+use pagealloc::{AddrRange, Contents, MetadataLayout, PageAlloc};
 use spin::Once;
 use x86_64::registers::control::Cr3;
 use x86_64::{PhysAddr, VirtAddr};
@@ -118,31 +118,6 @@ struct ZonePlan {
     layout: Option<MetadataLayout>,
 }
 
-/// Byte offsets of one zone's four arrays inside the metadata block.
-struct ZoneArrays {
-    summaries: u64,
-    chunk_map: u64,
-    chunks: u64,
-    handed_out: u64,
-    end: u64,
-}
-
-fn arrays_of(layout: &MetadataLayout, start: u64) -> ZoneArrays {
-    let summaries = start.next_multiple_of(64);
-    let chunk_map = summaries + (layout.summary_entries() * size_of::<PallocSum>()) as u64;
-    let chunks = (chunk_map + (layout.chunk_map_entries() * size_of::<AtomicU32>()) as u64)
-        .next_multiple_of(64);
-    let handed_out = chunks + (layout.chunk_entries() * size_of::<PallocData>()) as u64;
-    let end = handed_out + (layout.handed_out_words() * size_of::<AtomicU64>()) as u64;
-    ZoneArrays {
-        summaries,
-        chunk_map,
-        chunks,
-        handed_out,
-        end,
-    }
-}
-
 /// Sets up the frame allocator and the kernel heap from the bootloader's memory map.
 pub fn init(boot_info: &BootInfo) -> Result<InitReport, SetupError> {
     let t0 = tsc();
@@ -177,12 +152,13 @@ pub fn init(boot_info: &BootInfo) -> Result<InitReport, SetupError> {
             plan.layout = Some(layout);
         }
     }
-    let mut total = 0;
-    for plan in &plans {
-        if let Some(layout) = &plan.layout {
-            total = arrays_of(layout, total).end;
-        }
-    }
+    // One block of words for every zone; each zone's allocator splits its part itself.
+    let words: usize = plans
+        .iter()
+        .filter_map(|p| p.layout)
+        .map(|l| l.words())
+        .sum();
+    let total = (words * size_of::<AtomicU64>()) as u64;
     let needed = total.next_multiple_of(FRAME_SIZE);
 
     // Take the metadata from the top of the highest region with room: low memory is
@@ -194,49 +170,28 @@ pub fn init(boot_info: &BootInfo) -> Result<InitReport, SetupError> {
         .find(|r| r.size() >= needed)
         .ok_or(SetupError::NoRoomForMetadata { needed })?;
     let meta = AddrRange::new(home.limit - needed, home.limit);
-    let block = phys_to_virt(PhysAddr::new(meta.base)).as_mut_ptr::<u8>();
+    let block = phys_to_virt(PhysAddr::new(meta.base)).as_mut_ptr::<AtomicU64>();
     // SAFETY: `meta` lies in usable RAM that nothing uses yet (the frame allocator does
-    // not exist), and the physical memory mapping makes it writable at `block`.
-    unsafe { core::ptr::write_bytes(block, 0, needed as usize) };
-
-    let mut zones = Zones {
-        zones: [None, None, None],
+    // not exist), the physical memory mapping makes it writable at `block`, which is
+    // frame-aligned (so aligned for `AtomicU64`), and `needed` bytes hold `words` words.
+    // Zeroing it first makes every word an initialised `AtomicU64`. The slice is the
+    // only reference to this memory for the rest of the kernel's life: the allocators
+    // (and their handed-out handles) own it from here.
+    let mut metadata: &'static mut [AtomicU64] = unsafe {
+        core::ptr::write_bytes(block.cast::<u8>(), 0, needed as usize);
+        core::slice::from_raw_parts_mut(block, words)
     };
+
+    let mut zones = Zones::empty();
     let mut grow_calls = 0;
-    let mut start = 0;
     for (z, plan) in Zone::ALL.iter().zip(plans.iter()) {
         let Some(layout) = plan.layout else { continue };
-        let a = arrays_of(&layout, start);
-        start = a.end;
-        // SAFETY: the four arrays are disjoint parts of the zeroed metadata block, aligned
-        // for their types (offsets are multiples of 64 or follow 8-byte entries), and all
-        // zero bytes are valid values of these plain integer and atomic types. Only this
-        // allocator (and its handed-out handles) uses them, for the rest of the kernel's
-        // life.
-        let metadata = unsafe {
-            Metadata {
-                summaries: core::slice::from_raw_parts_mut(
-                    block.add(a.summaries as usize).cast::<PallocSum>(),
-                    layout.summary_entries(),
-                ),
-                chunk_map: core::slice::from_raw_parts_mut(
-                    block.add(a.chunk_map as usize).cast::<AtomicU32>(),
-                    layout.chunk_map_entries(),
-                ),
-                chunks: core::slice::from_raw_parts_mut(
-                    block.add(a.chunks as usize).cast::<PallocData>(),
-                    layout.chunk_entries(),
-                ),
-                handed_out: core::slice::from_raw_parts_mut(
-                    block.add(a.handed_out as usize).cast::<AtomicU64>(),
-                    layout.handed_out_words(),
-                ),
-            }
-        };
-        let mut pa = PageAlloc::new(layout, metadata)
+        let (mine, rest) = core::mem::take(&mut metadata).split_at_mut(layout.words());
+        metadata = rest;
+        let mut pa = PageAlloc::new(layout, mine)
             .map_err(|_| SetupError::PageAlloc("metadata smaller than its layout"))?;
         for r in &plan.regions[..plan.n] {
-            pa.grow(r.base, r.size(), Contents::Unknown)
+            pa.grow(*r, Contents::Unknown)
                 .map_err(|_| SetupError::PageAlloc("a usable region was refused"))?;
             grow_calls += 1;
         }
@@ -247,7 +202,7 @@ pub fn init(boot_info: &BootInfo) -> Result<InitReport, SetupError> {
             pa.alloc_range(piece.base, (piece.size() / FRAME_SIZE) as usize)
                 .map_err(|_| SetupError::PageAlloc("metadata frames were not free"))?;
         }
-        zones.zones[*z as usize] = Some(pa);
+        zones.zones[*z] = Some(pa);
     }
     zones::install(zones, meta);
     heap::init();

@@ -3,11 +3,11 @@
 
 use alloc::vec::Vec;
 
-use pagealloc::{FREE_BATCH_PAGES, InvariantError};
+use pagealloc::{FreeBatch, InvariantError};
 
 use super::FRAME_SIZE;
 use super::percpu;
-use super::zones::{ZONE_COUNT, ZONES, Zone, Zones};
+use super::zones::{PerZone, ZONE_COUNT, ZONES, Zone, Zones};
 use crate::smp::MAX_CPUS;
 
 /// Counts for one zone.
@@ -39,7 +39,7 @@ pub struct FrameStats {
     /// The longest free run in any zone.
     pub largest_free_run: usize,
     /// Per zone, lowest first.
-    pub zones: [ZoneStats; ZONE_COUNT],
+    pub zones: PerZone<ZoneStats>,
 }
 
 /// The allocator's counts. Each CPU is read under its own lock, then the zones under
@@ -58,13 +58,13 @@ pub fn stats() -> FrameStats {
                 total_pages: pa.total_pages(),
                 free_pages: pa.free_pages(),
                 largest_free_run: pa.largest_free_run(),
-                metadata_bytes: pa.metadata_bytes(),
+                metadata_bytes: pa.layout().bytes(),
             };
             s.total_pages += zs.total_pages;
             s.free_pages += zs.free_pages;
             s.metadata_bytes += zs.metadata_bytes;
             s.largest_free_run = s.largest_free_run.max(zs.largest_free_run);
-            s.zones[z as usize] = zs;
+            s.zones[z] = zs;
         }
     }
     s.free_pages += cached_pages;
@@ -167,7 +167,7 @@ impl CpuHeldFrames {
 pub fn cached_blocks() -> CpuHeldFrames {
     // Room for everything up front: growing the heap under a CPU's lock would take that
     // CPU's lock again.
-    let mut frames = Vec::with_capacity(MAX_CPUS * (64 + ZONE_COUNT * FREE_BATCH_PAGES));
+    let mut frames = Vec::with_capacity(MAX_CPUS * (64 + ZONE_COUNT * FreeBatch::CAPACITY));
     percpu::for_each_cpu(|i, cpu| {
         cpu.for_each_held(|page| frames.push((i as u8, page)));
     });

@@ -71,26 +71,52 @@ impl Zone {
     }
 }
 
+/// One `T` per zone, indexed by [`Zone`] (not by number, so that a zone cannot be mixed
+/// up with another index).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PerZone<T>(pub [T; ZONE_COUNT]);
+
+impl<T> PerZone<T> {
+    /// The values in zone order (DMA, DMA32, Normal).
+    pub fn iter(&self) -> core::slice::Iter<'_, T> {
+        self.0.iter()
+    }
+}
+
+impl<T> core::ops::Index<Zone> for PerZone<T> {
+    type Output = T;
+
+    fn index(&self, z: Zone) -> &T {
+        &self.0[z as usize]
+    }
+}
+
+impl<T> core::ops::IndexMut<Zone> for PerZone<T> {
+    fn index_mut(&mut self, z: Zone) -> &mut T {
+        &mut self.0[z as usize]
+    }
+}
+
 /// The page allocators of the zones.
 pub struct Zones {
-    /// One allocator per zone that has memory, indexed by `Zone as usize`.
-    pub zones: [Option<PageAlloc<'static>>; ZONE_COUNT],
+    /// One allocator per zone that has memory.
+    pub zones: PerZone<Option<PageAlloc<'static>>>,
 }
 
 impl Zones {
     pub(super) const fn empty() -> Zones {
         Zones {
-            zones: [None, None, None],
+            zones: PerZone([None, None, None]),
         }
     }
 
     /// The allocator of zone `z`, if it has memory.
     pub fn zone(&self, z: Zone) -> Option<&PageAlloc<'static>> {
-        self.zones[z as usize].as_ref()
+        self.zones[z].as_ref()
     }
 
     pub(super) fn zone_mut(&mut self, z: Zone) -> Option<&mut PageAlloc<'static>> {
-        self.zones[z as usize].as_mut()
+        self.zones[z].as_mut()
     }
 }
 
@@ -100,7 +126,7 @@ pub(super) static ZONES: IrqMutex<Zones> = IrqMutex::new(Zones::empty());
 
 /// Each zone's handed-out bits, readable and changeable without [`ZONES`]: the per-CPU
 /// paths hand out and take back single frames through them, lock-free.
-static HANDED_OUT: Once<[Option<HandedOut<'static>>; ZONE_COUNT]> = Once::new();
+static HANDED_OUT: Once<PerZone<Option<HandedOut<'static>>>> = Once::new();
 
 /// Where the allocators' metadata lives; set once by `setup`.
 static METADATA: Once<AddrRange> = Once::new();
@@ -108,10 +134,13 @@ static METADATA: Once<AddrRange> = Once::new();
 /// Installs the zones' allocators (once, from `setup`).
 pub(super) fn install(zones: Zones, metadata: AddrRange) {
     HANDED_OUT.call_once(|| {
-        zones
-            .zones
-            .each_ref()
-            .map(|z| z.as_ref().map(PageAlloc::handed_out))
+        PerZone(
+            zones
+                .zones
+                .0
+                .each_ref()
+                .map(|z| z.as_ref().map(PageAlloc::handed_out)),
+        )
     });
     METADATA.call_once(|| metadata);
     *ZONES.lock() = zones;
@@ -119,7 +148,7 @@ pub(super) fn install(zones: Zones, metadata: AddrRange) {
 
 /// Zone `z`'s handed-out bits, if the zone has memory.
 pub(super) fn handed_out(z: Zone) -> Option<HandedOut<'static>> {
-    HANDED_OUT.get().and_then(|h| h[z as usize])
+    HANDED_OUT.get().and_then(|h| h[z])
 }
 
 /// Where the allocators' metadata lives (empty before `mm::init` has placed it).

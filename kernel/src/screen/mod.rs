@@ -175,10 +175,10 @@ impl Layout {
     }
 
     /// The cell that holds `search_addr`, if it is on the grid and its cells are big
-    /// enough for a mark ([`pagealloc::MAX_SEARCH_ADDR`] means no page is free).
+    /// enough for a mark ([`pagealloc::inspect::MAX_SEARCH_ADDR`] means no page is free).
     pub fn search_mark(&self, search_addr: u64) -> Option<usize> {
         let (_, _, side) = self.cell_rect(0);
-        if side < 6 || search_addr == pagealloc::MAX_SEARCH_ADDR {
+        if side < 6 || search_addr == pagealloc::inspect::MAX_SEARCH_ADDR {
             return None;
         }
         self.cell_of(search_addr)
@@ -556,7 +556,7 @@ mod tests {
             assert!(!inside(x + side / 2, y + side / 2) && !inside(x, y));
             assert!(!inside(x + side - 1, y + side - 1));
         }
-        assert_eq!(l.search_mark(pagealloc::MAX_SEARCH_ADDR), None);
+        assert_eq!(l.search_mark(pagealloc::inspect::MAX_SEARCH_ADDR), None);
     }
 
     #[test_case]

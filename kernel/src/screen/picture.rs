@@ -150,7 +150,7 @@ pub struct Totals {
     /// Where that run starts.
     pub largest_free_at: u64,
     /// The search address of the zone ordinary requests try first (where the next
-    /// search starts), or [`pagealloc::MAX_SEARCH_ADDR`] if it has no free page.
+    /// search starts), or [`pagealloc::inspect::MAX_SEARCH_ADDR`] if it has no free page.
     pub search_addr: u64,
     /// Frames backing the kernel heap.
     pub heap_frames: usize,
@@ -258,12 +258,12 @@ impl Snapshot {
                     let idx = ((at / FRAME_SIZE) % CHUNK_FRAMES) as usize;
                     let n = (CHUNK_FRAMES as usize - idx)
                         .min(((base + cell_bytes - at) / FRAME_SIZE) as usize);
-                    let chunk = pagealloc::ChunkIdx::of(at);
-                    allocated += match zones.zones[Zone::of(at) as usize]
+                    let chunk = pagealloc::inspect::ChunkIdx::of(at);
+                    allocated += match zones.zones[Zone::of(at)]
                         .as_ref()
-                        .and_then(|pa| pa.chunk_data(chunk))
+                        .and_then(|pa| pa.inspect().chunk_data(chunk))
                     {
-                        Some(data) => data.alloc.popcnt_range(idx, n),
+                        Some(data) => data.alloc_bits().popcnt_range(idx, n),
                         None => n,
                     };
                     at += n as u64 * FRAME_SIZE;
@@ -271,11 +271,8 @@ impl Snapshot {
                 let unmanaged = frames_per_cell as usize - cell.managed as usize;
                 cell.used = allocated.saturating_sub(unmanaged) as u32;
             }
-            if let Some(pa) = Zone::FALLBACK
-                .iter()
-                .find_map(|&z| zones.zones[z as usize].as_ref())
-            {
-                totals.search_addr = pa.search_addr();
+            if let Some(pa) = Zone::FALLBACK.iter().find_map(|&z| zones.zones[z].as_ref()) {
+                totals.search_addr = pa.inspect().search_addr();
             }
             for pa in zones.zones.iter().flatten() {
                 totals.total_frames += pa.total_pages();

@@ -3,8 +3,8 @@
 
 use core::fmt::{self, Write};
 
-use pagealloc::PallocSum;
-use pagealloc::consts::{LEVEL_SHIFT, PALLOC_CHUNK_PAGES};
+use pagealloc::inspect::PallocSum;
+use pagealloc::inspect::{LEVEL_SHIFT, PALLOC_CHUNK_PAGES};
 
 /// Pages drawn per row of a chunk picture: 64 rows of 8 would be too tall, 1 row too wide.
 pub const PAGES_PER_ROW: usize = 64;

@@ -9,12 +9,14 @@
 
 use core::fmt::{self, Write};
 
-use pagealloc::consts::{
+use alloc::vec::Vec;
+use pagealloc::PageAlloc;
+use pagealloc::inspect::chunk_page_index;
+use pagealloc::inspect::{ChunkIdx, MAX_SEARCH_ADDR, PallocData, PallocSum};
+use pagealloc::inspect::{
     LEVEL_BITS, LEVEL_LOG_PAGES, LEVEL_SHIFT, PAGE_SIZE, PALLOC_CHUNK_PAGES, SUMMARY_BLOCK_ENTRIES,
     SUMMARY_LEVELS,
 };
-use pagealloc::pagealloc::chunk_page_index;
-use pagealloc::{ChunkIdx, MAX_SEARCH_ADDR, PageAlloc, PallocData, PallocSum};
 
 use super::show::{PageState, Range, write_chunk, write_entry};
 
@@ -80,7 +82,7 @@ impl Trace {
 
 /// Replays `alloc(npages)` on `pa` without allocating.
 pub fn trace(pa: &PageAlloc, npages: usize) -> Trace {
-    let search = pa.search_addr();
+    let search = pa.inspect().search_addr();
     let mut t = Trace {
         npages,
         search_addr: search,
@@ -91,15 +93,19 @@ pub fn trace(pa: &PageAlloc, npages: usize) -> Trace {
         bitmap: None,
         result: None,
     };
-    let leaves = pa.summary_level(SUMMARY_LEVELS - 1).unwrap_or_default();
-    if npages == 0 || search == MAX_SEARCH_ADDR || ChunkIdx::of(search).0 >= leaves.len() {
+    let leaves = pa
+        .inspect()
+        .summaries(SUMMARY_LEVELS - 1)
+        .map(Iterator::collect::<Vec<_>>)
+        .unwrap_or_default();
+    if npages == 0 || search == MAX_SEARCH_ADDR || ChunkIdx::of(search).index() >= leaves.len() {
         return t;
     }
     // The fast path: the chunk of the search address, if the run can fit from there on.
     let ci = ChunkIdx::of(search);
     let from = chunk_page_index(search);
-    let fits = PALLOC_CHUNK_PAGES - from >= npages && leaves[ci.0].max() >= npages;
-    t.fast = Some((ci.0, leaves[ci.0], fits));
+    let fits = PALLOC_CHUNK_PAGES - from >= npages && leaves[ci.index()].max() >= npages;
+    t.fast = Some((ci.index(), leaves[ci.index()], fits));
     if fits {
         return search_bitmap(pa, t, ci, from);
     }
@@ -107,7 +113,11 @@ pub fn trace(pa: &PageAlloc, npages: usize) -> Trace {
     for l in 0..SUMMARY_LEVELS {
         let log_pages = LEVEL_LOG_PAGES[l];
         i <<= LEVEL_BITS[l];
-        let level = pa.summary_level(l).unwrap_or_default();
+        let level = pa
+            .inspect()
+            .summaries(l)
+            .map(Iterator::collect::<Vec<_>>)
+            .unwrap_or_default();
         let (first, len) = if l == 0 {
             (0, level.len())
         } else {
@@ -170,15 +180,14 @@ pub fn trace(pa: &PageAlloc, npages: usize) -> Trace {
             None => return t, // only the root can end here: nothing long enough
         }
     }
-    search_bitmap(pa, t, ChunkIdx(i), 0)
+    search_bitmap(pa, t, ChunkIdx::new(i), 0)
 }
 
 fn search_bitmap(pa: &PageAlloc, mut t: Trace, ci: ChunkIdx, from: usize) -> Trace {
-    if let Some(data) = pa.chunk_data(ci) {
-        t.bitmap = Some((ci, from, *data));
+    if let Some(data) = pa.inspect().chunk_data(ci) {
+        t.bitmap = Some((ci, from, data));
         t.result = data
-            .alloc
-            .find(t.npages, from)
+            .find_free(t.npages, from)
             .map(|(j, _)| ci.base() + j as u64 * PAGE_SIZE);
     }
     t
@@ -239,7 +248,7 @@ impl Trace {
             writeln!(
                 out,
                 "bitmap of chunk L4[{}]: the first {n} free pages in a row from page {from} (PallocBits::find):",
-                ci.0
+                ci.index()
             )?;
             let run = self
                 .result
@@ -247,7 +256,7 @@ impl Trace {
             write_chunk(out, ci.base(), |p| {
                 if run.as_ref().is_some_and(|r| r.contains(&p)) {
                     PageState::Found
-                } else if data.alloc.get(p) {
+                } else if data.alloc_bits().get(p) {
                     PageState::Allocated
                 } else {
                     PageState::Free

@@ -39,7 +39,7 @@ use x86_64::VirtAddr;
 use x86_64::structures::paging::{Mapper, Page, PageTableFlags, Size4KiB};
 
 use crate::interrupts::{self, APIC_ERROR_VECTOR, APIC_SPURIOUS_VECTOR, APIC_TIMER_VECTOR};
-use crate::mm::{self, GlobalFrameAllocator};
+use crate::mm::{self, global_frame_allocator};
 use crate::serial_println;
 use percpu::Job;
 pub use percpu::cpu_id;
@@ -367,7 +367,7 @@ fn map_stacks(aps: usize) -> Result<(), mm::FrameError> {
                 let (frame, _) = mm::alloc_frame()?.into_raw();
                 // SAFETY: the page lies in this module's own top-level entry, unused
                 // before, and the frame was just allocated for it.
-                match unsafe { mapper.map_to(page, frame, flags, &mut GlobalFrameAllocator) } {
+                match unsafe { mapper.map_to(page, frame, flags, &mut global_frame_allocator()) } {
                     Ok(flush) => flush.flush(),
                     Err(e) => panic!("mapping CPU {cpu}'s stack at {addr:#x}: {e:?}"),
                 }

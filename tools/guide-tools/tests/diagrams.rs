@@ -11,10 +11,11 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use pagealloc::consts::{LEVEL_LOG_PAGES, LEVEL_SHIFT, PALLOC_CHUNK_PAGES, SUMMARY_LEVELS};
-use pagealloc::model::FirstFitBitmap;
+use pagealloc::inspect::{ChunkIdx, PallocSum};
+use pagealloc::inspect::{LEVEL_LOG_PAGES, LEVEL_SHIFT, PALLOC_CHUNK_PAGES, SUMMARY_LEVELS};
 use pagealloc::testutil::HeapMetadata;
-use pagealloc::{AddrRange, ChunkIdx, Contents, MetadataLayout, PageAlloc, PallocSum};
+use pagealloc::{AddrRange, Contents, MetadataLayout, PageAlloc};
+use pagealloc_model::FirstFitBitmap;
 
 const PAGE: u64 = 4096;
 const ALLOCATED: &str = "#c0504d";
@@ -152,7 +153,8 @@ fn flat_bitmap() -> String {
 /// An allocator over 8 chunks (16 MiB), fragmented by a seeded workload.
 fn fragmented_chunks(md: &mut HeapMetadata, layout: MetadataLayout) -> PageAlloc<'_> {
     let mut pa = PageAlloc::new(layout, md.metadata()).unwrap();
-    pa.grow(0, 16 << 20, Contents::Unknown).unwrap();
+    pa.grow(AddrRange::new(0, 16 << 20), Contents::Unknown)
+        .unwrap();
     let mut rng = Rng(0xfeed);
     let mut held = Vec::new();
     for _ in 0..400 {
@@ -176,11 +178,18 @@ fn one_level() -> String {
     let mut md = HeapMetadata::new(&layout);
     let mut pa = fragmented_chunks(&mut md, layout);
     let want = 200;
-    let leaves: Vec<PallocSum> = pa.summary_level(SUMMARY_LEVELS - 1).unwrap()[..8].to_vec();
+    let leaves: Vec<PallocSum> = pa
+        .inspect()
+        .summaries(SUMMARY_LEVELS - 1)
+        .map(Iterator::collect::<Vec<_>>)
+        .unwrap_or_default()[..8]
+        .to_vec();
     let rows: Vec<Vec<bool>> = (0..8)
         .map(|c| {
-            let d = pa.chunk_data(ChunkIdx(c)).unwrap();
-            (0..PALLOC_CHUNK_PAGES).map(|p| d.alloc.get(p)).collect()
+            let d = pa.inspect().chunk_data(ChunkIdx::new(c)).unwrap();
+            (0..PALLOC_CHUNK_PAGES)
+                .map(|p| d.alloc_bits().get(p))
+                .collect()
         })
         .collect();
     let found = pa.alloc(want).unwrap().base;
@@ -197,7 +206,7 @@ fn one_level() -> String {
         let skip = leaves[c].max() < want && leaves[c].end() == 0;
         // One rectangle per run of pages of one colour.
         let fill_of = |p: usize| {
-            let addr = ChunkIdx(c).base() + p as u64 * PAGE;
+            let addr = ChunkIdx::new(c).base() + p as u64 * PAGE;
             if (found..found + want as u64 * PAGE).contains(&addr) {
                 FOUND
             } else if row[p] {
@@ -254,7 +263,8 @@ fn tree() -> String {
     let layout = MetadataLayout::for_regions(&[region]).unwrap();
     let mut md = HeapMetadata::new(&layout);
     let mut pa = PageAlloc::new(layout, md.metadata()).unwrap();
-    pa.grow(0, region.size(), Contents::Unknown).unwrap();
+    pa.grow(AddrRange::new(0, region.size()), Contents::Unknown)
+        .unwrap();
     let mut rng = Rng(0xabc);
     let mut held = Vec::new();
     while pa.free_pages() > 420_000 {
@@ -270,12 +280,16 @@ fn tree() -> String {
     let want = 300;
     // The path `find` takes: at each level, the first entry whose max fits (rule 3),
     // unless a run carried across entries completes first (rule 2, then the search ends).
-    let search = pa.search_addr();
+    let search = pa.inspect().search_addr();
     let mut rows = Vec::new();
     let mut i = 0usize;
     let mut ended = false;
     for l in 0..SUMMARY_LEVELS {
-        let level = pa.summary_level(l).unwrap();
+        let level = pa
+            .inspect()
+            .summaries(l)
+            .map(Iterator::collect::<Vec<_>>)
+            .unwrap_or_default();
         let first = if l == 0 { 0 } else { i * 8 };
         let len = if l == 0 { level.len() } else { 8 };
         let j0 = ((search >> LEVEL_SHIFT[l]) as usize)

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pagealloc::model::{decode_ops, run_ops_with};
+use pagealloc_model::{decode_ops, run_ops_with};
 
 fuzz_target!(|data: &[u8]| {
     let (config, ops) = decode_ops(data);

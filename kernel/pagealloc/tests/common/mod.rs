@@ -2,18 +2,19 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use pagealloc::consts::PALLOC_CHUNK_PAGES;
+use pagealloc::PageAlloc;
+use pagealloc::testutil::ChunkIdx;
+use pagealloc::testutil::PALLOC_CHUNK_PAGES;
 use pagealloc::testutil::{
     BASE_CHUNK_IDX, BitRange, HeapMetadata, assert_page_alloc_eq, new_page_alloc,
 };
-use pagealloc::{ChunkIdx, PageAlloc};
 
 /// Go: `PallocChunkPages`.
 pub const P: usize = PALLOC_CHUNK_PAGES;
 
 /// The chunk `off` chunks above Go's `BaseChunkIdx`.
 pub const fn c(off: usize) -> ChunkIdx {
-    ChunkIdx(BASE_CHUNK_IDX.0 + off)
+    ChunkIdx::new(BASE_CHUNK_IDX.index() + off)
 }
 
 /// A description of some chunks: Go's `map[ChunkIdx][]BitRange`.

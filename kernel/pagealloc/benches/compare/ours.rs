@@ -1,0 +1,165 @@
+//! This crate's allocator as a peer: uncached, and as the kernel uses it (page cache and
+//! free batch).
+
+use super::*;
+
+// --- Ours, uncached and through the page cache.
+
+pub(crate) struct Ours<'m> {
+    pub(crate) pa: PageAlloc<'m>,
+}
+
+impl Peer for Ours<'_> {
+    fn alloc(&mut self, npages: usize) -> Option<u64> {
+        self.pa.alloc(npages).ok().map(|a| a.base)
+    }
+
+    fn alloc_aligned(&mut self, npages: usize, align_pages: usize) -> Option<u64> {
+        self.pa
+            .alloc_constrained(npages, Constraints::aligned(align_pages))
+            .ok()
+            .map(|a| a.base)
+    }
+
+    fn free(&mut self, addr: u64, npages: usize) -> bool {
+        self.pa.free(addr, npages).is_ok()
+    }
+
+    fn capacity_pages(&self) -> usize {
+        self.pa.total_pages()
+    }
+}
+
+/// As the kernel uses it: single pages come from the [`FreeBatch`] of recent frees, then
+/// from a [`PageCache`] refilled with `alloc_to_cache`; single-page frees go to the batch;
+/// everything else goes straight to the allocator, which returns the batch first when it
+/// runs out.
+pub(crate) struct OursCached<'m> {
+    pub(crate) pa: PageAlloc<'m>,
+    pub(crate) cache: PageCache<'m>,
+    pub(crate) batch: FreeBatch<'m>,
+}
+
+impl Peer for OursCached<'_> {
+    fn alloc(&mut self, npages: usize) -> Option<u64> {
+        if npages != 1 {
+            if let Ok(a) = self.pa.alloc(npages) {
+                return Some(a.base);
+            }
+            // No allocation fails while freed pages wait in the batch.
+            if self.batch.is_empty() {
+                return None;
+            }
+            self.batch
+                .flush(&mut self.pa)
+                .expect("flush of the bench's own batch");
+            return self.pa.alloc(npages).ok().map(|a| a.base);
+        }
+        if let Some(addr) = self.batch.alloc() {
+            return Some(addr);
+        }
+        if let Some((addr, _)) = self.cache.alloc(1) {
+            return Some(addr);
+        }
+        self.cache = self.pa.alloc_to_cache();
+        self.cache.alloc(1).map(|(addr, _)| addr)
+    }
+
+    fn alloc_aligned(&mut self, npages: usize, align_pages: usize) -> Option<u64> {
+        let c = Constraints::aligned(align_pages);
+        if let Ok(a) = self.pa.alloc_constrained(npages, c) {
+            return Some(a.base);
+        }
+        if self.batch.is_empty() {
+            return None;
+        }
+        self.batch
+            .flush(&mut self.pa)
+            .expect("flush of the bench's own batch");
+        self.pa.alloc_constrained(npages, c).ok().map(|a| a.base)
+    }
+
+    fn free(&mut self, addr: u64, npages: usize) -> bool {
+        if npages == 1 {
+            if self.batch.is_full() {
+                self.batch
+                    .return_half(&mut self.pa)
+                    .expect("return of the bench's own batch");
+            }
+            return self.batch.free(self.pa.handed_out(), addr).is_ok();
+        }
+        self.pa.free(addr, npages).is_ok()
+    }
+
+    fn flush(&mut self) {
+        self.batch
+            .flush(&mut self.pa)
+            .expect("flush of the bench's own batch");
+        self.cache
+            .flush(&mut self.pa)
+            .expect("flush of the bench's own cache");
+    }
+
+    fn capacity_pages(&self) -> usize {
+        self.pa.total_pages()
+    }
+}
+
+/// Builds our allocator over `[0, bytes)` the way the kernel does: size the metadata from
+/// the memory map, provide it, grow every region.
+pub(crate) fn build_ours(bytes: u64, md: &mut HeapMetadata) -> Result<PageAlloc<'_>, String> {
+    let layout =
+        MetadataLayout::for_regions(&[AddrRange::new(0, bytes)]).map_err(|e| e.to_string())?;
+    *md = HeapMetadata::new(&layout);
+    let mut pa = PageAlloc::new(layout, md.metadata()).map_err(|e| e.to_string())?;
+    pa.grow(AddrRange::new(0, bytes), Contents::Unknown)
+        .map_err(|e| e.to_string())?;
+    Ok(pa)
+}
+
+pub(crate) struct OursS;
+
+impl Subject for OursS {
+    const NAME: &'static str = "pagealloc";
+    const KEY: &'static str = "ours";
+    const CAPS: Caps = Caps {
+        free: true,
+        multi: true,
+        aligned: true,
+    };
+
+    fn with<V: Visitor>(bytes: u64, v: V) -> Result<V::Out, String> {
+        let clock = InitClock::start();
+        let mut md = HeapMetadata::default();
+        let pa = build_ours(bytes, &mut md)?;
+        let init = clock.stop();
+        Ok(v.visit(&mut Ours { pa }, init))
+    }
+}
+
+pub(crate) struct OursCachedS;
+
+impl Subject for OursCachedS {
+    const NAME: &'static str = "pagealloc + page cache";
+    const KEY: &'static str = "cached";
+    const CAPS: Caps = Caps {
+        free: true,
+        multi: true,
+        aligned: true,
+    };
+
+    fn with<V: Visitor>(bytes: u64, v: V) -> Result<V::Out, String> {
+        let clock = InitClock::start();
+        let mut md = HeapMetadata::default();
+        let pa = build_ours(bytes, &mut md)?;
+        let init = clock.stop();
+        Ok(v.visit(
+            &mut OursCached {
+                pa,
+                cache: PageCache::default(),
+                batch: FreeBatch::new(),
+            },
+            init,
+        ))
+    }
+}
