@@ -1,5 +1,9 @@
 //! The harness of [`run_ops_with`](crate::run_ops_with): both allocators, what the run
 //! remembers about them, and one method per op that runs it on both and compares.
+//!
+//! Longer than the project's ~600-line guideline on purpose: each op's method needs the
+//! same private state of both allocators, and one file keeps every comparison the fuzz
+//! target and the property tests rely on in one place to audit.
 
 use std::fmt::Debug;
 
