@@ -2,28 +2,9 @@
 
 use pagealloc::PageAlloc;
 
-/// A small xorshift generator, so that workloads repeat exactly.
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from a non-zero seed.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed | 1)
-    }
-
-    /// The next number.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A number in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
+/// The crate's test generator (the same xorshift stream everywhere), so that workloads
+/// repeat exactly.
+pub use pagealloc::testutil::Rng;
 
 /// Fragments `pa`: allocates runs of 1 to 64 pages until nothing fits, then frees a random
 /// half of them, so free holes of every size lie everywhere. Returns the runs still held.

@@ -36,7 +36,7 @@ fn random_steps(
     steps: usize,
     mut check: impl FnMut(&mut PageAlloc<'_>, usize),
 ) {
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng(seed | 1);
     let mut held: Vec<(u64, usize)> = Vec::new();
     for step in 0..steps {
         if held.is_empty() || rng.below(3) != 0 {
@@ -71,7 +71,7 @@ fn exercise1_find_counting_finds_what_alloc_finds() {
     let mut words_in_holes = 0;
     for phase in ["fresh 4 GiB", "fragmented"] {
         if phase == "fragmented" {
-            fragment(&mut pa, &mut Rng::new(7));
+            fragment(&mut pa, &mut Rng(7));
         }
         for n in SIZES {
             let (found, cost) = find_counting(&pa, n);

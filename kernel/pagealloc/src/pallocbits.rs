@@ -891,26 +891,24 @@ mod tests {
         BitRange { i, n }
     }
 
-    /// A deterministic xorshift64* generator, so failures reproduce.
-    struct Rng(u64);
+    /// The crate's test generator ([`crate::testutil::Rng`]), with the index-sized
+    /// conveniences these tests use; deterministic, so failures reproduce.
+    struct Rng(crate::testutil::Rng);
 
     impl Rng {
         fn new(seed: u64) -> Self {
-            Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+            Rng(crate::testutil::Rng(
+                seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+            ))
         }
 
         fn next_u64(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.0 = x;
-            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+            self.0.next()
         }
 
         /// Uniform in `0..n`.
         fn below(&mut self, n: usize) -> usize {
-            (self.next_u64() % n as u64) as usize
+            self.0.below(n as u64) as usize
         }
 
         /// Uniform in `lo..=hi`.

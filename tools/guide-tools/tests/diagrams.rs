@@ -8,6 +8,7 @@
 //! cargo test -p guide-tools --test diagrams                # checks the committed files are current
 //! ```
 
+use pagealloc::testutil::Rng;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -71,17 +72,6 @@ impl Svg {
             w = self.width,
             h = self.height
         )
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
     }
 }
 

@@ -4,7 +4,9 @@
 use super::*;
 
 // ---------------------------------------------------------------------------------------
-// Seeded randomness (SplitMix64): the same stream for every allocator.
+// Seeded randomness (SplitMix64): the same stream for every allocator. Not the tests'
+// `testutil::Rng` on purpose: the workloads behind the numbers in BENCHMARKS.md (and their
+// exact callgrind counts) come from this stream, and a new one would make them unrepeatable.
 
 #[derive(Clone)]
 pub(crate) struct Rng(pub(crate) u64);
