@@ -225,7 +225,7 @@ fn several_cpus() {
         );
         serial_println!("CPU {cpu}: 2 frames -> {a:#x}, {b:#x} (from its own page cache)");
     }
-    let held = mm::frames::cached_blocks().per_cpu();
+    let held = mm::cpu_stats().map(|c| c.held_pages);
     smp::run_on_all_cpus(&|cpu| {
         for slot in &got[cpu] {
             let addr = x86_64::PhysAddr::new(slot.load(Ordering::Relaxed));

@@ -18,8 +18,8 @@ use super::percpu;
 use super::phys_to_virt;
 use super::poison;
 pub use super::stats::{
-    CpuHeldFrames, FrameStats, ZoneStats, assert_invariants, cached_blocks, check_invariants,
-    cpu_stats, held_by_a_cpu, stats, with_zones,
+    FrameStats, ZoneStats, assert_invariants, check_invariants, cpu_stats, for_each_held_frame,
+    held_by_a_cpu, stats, with_zones,
 };
 pub use super::zones::{DMA_LIMIT, DMA32_LIMIT, PerZone, Zone, Zones};
 use super::zones::{ZONES, metadata_range};

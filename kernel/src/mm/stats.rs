@@ -1,13 +1,10 @@
 //! Counting and inspecting the frame allocator: statistics, the consistency check, and
 //! what the CPUs hold (for the console and the picture; never on an allocation path).
 
-use alloc::vec::Vec;
+use pagealloc::InvariantError;
 
-use pagealloc::{FreeBatch, InvariantError};
-
-use super::FRAME_SIZE;
 use super::percpu;
-use super::zones::{PerZone, ZONE_COUNT, ZONES, Zone, Zones};
+use super::zones::{PerZone, ZONES, Zone, Zones};
 use crate::smp::MAX_CPUS;
 
 /// Counts for one zone.
@@ -136,40 +133,10 @@ pub fn held_by_a_cpu(base: u64, limit: u64) -> Option<u64> {
     first
 }
 
-/// Frames the CPUs hold free (in page caches and batches of freed frames); the zones'
-/// bitmaps show them allocated.
-pub struct CpuHeldFrames {
-    /// `(cpu, frame)` for every frame held.
-    frames: Vec<(u8, u64)>,
-}
-
-impl CpuHeldFrames {
-    /// `(base, free)` pairs: the address of a 64-frame block and a bit per frame of it
-    /// that a CPU holds free.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        let block_bytes = 64 * FRAME_SIZE;
-        self.frames
-            .iter()
-            .map(move |&(_, p)| (p & !(block_bytes - 1), 1u64 << ((p / FRAME_SIZE) % 64)))
-    }
-
-    /// How many frames each CPU holds, indexed by CPU number.
-    pub fn per_cpu(&self) -> [usize; MAX_CPUS] {
-        let mut n = [0; MAX_CPUS];
-        for &(cpu, _) in &self.frames {
-            n[usize::from(cpu)] += 1;
-        }
-        n
-    }
-}
-
-/// What the CPUs hold free, each read under its lock.
-pub fn cached_blocks() -> CpuHeldFrames {
-    // Room for everything up front: growing the heap under a CPU's lock would take that
-    // CPU's lock again.
-    let mut frames = Vec::with_capacity(MAX_CPUS * (64 + ZONE_COUNT * FreeBatch::CAPACITY));
-    percpu::for_each_cpu(|i, cpu| {
-        cpu.for_each_held(|page| frames.push((i as u8, page)));
-    });
-    CpuHeldFrames { frames }
+/// Calls `f(cpu, frame)` for every free frame a CPU holds in its page cache or batches
+/// (the zones' bitmaps show them allocated). Each CPU is visited under its own lock, with
+/// interrupts off: keep `f` short, and do not allocate in it (growing the heap would take
+/// that CPU's lock again).
+pub fn for_each_held_frame(mut f: impl FnMut(usize, u64)) {
+    percpu::for_each_cpu(|i, cpu| cpu.for_each_held(|page| f(i, page)));
 }

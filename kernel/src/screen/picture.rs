@@ -245,8 +245,6 @@ impl Snapshot {
             cells[i].holds |= METADATA;
         });
 
-        // Caches before the zones, in the allocator's lock order.
-        let cached = frames::cached_blocks();
         let totals = &mut self.totals;
         frames::with_zones(|zones| {
             for (i, cell) in cells.iter_mut().enumerate() {
@@ -287,16 +285,16 @@ impl Snapshot {
                 }
             }
         });
-        totals.cpu_held = cached.per_cpu();
-        for (base, free) in cached.iter() {
-            if free == 0 {
-                continue;
+        // Then what the CPUs hold free (each CPU under its own lock, the zones' lock no
+        // longer held; nothing here allocates, so drawing leaves memory as it finds it).
+        totals.cpu_held = [0; crate::smp::MAX_CPUS];
+        frames::for_each_held_frame(|cpu, page| {
+            totals.cpu_held[cpu] += 1;
+            totals.free_frames += 1;
+            if let Some(cell) = cells.get_mut((page / cell_bytes) as usize) {
+                cell.used = cell.used.saturating_sub(1);
             }
-            totals.free_frames += free.count_ones() as usize;
-            if let Some(cell) = cells.get_mut((base / cell_bytes) as usize) {
-                cell.used = cell.used.saturating_sub(free.count_ones());
-            }
-        }
+        });
         totals.used_frames = totals.total_frames - totals.free_frames;
 
         // The page tables, and the heap pages they map. Only the heap changes the
