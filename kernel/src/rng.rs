@@ -1,4 +1,8 @@
 //! A tiny deterministic random-number generator (xorshift64*) for tests and demos.
+//!
+//! The kernel's own rather than the allocator crate's `testutil::Rng`: that one sits behind
+//! a test-support feature (with `alloc` and the Go-test helpers) that the kernel does not
+//! build.
 
 /// xorshift64*: fast, small, good enough to shuffle test workloads. Not for secrets.
 #[derive(Clone, Debug)]
