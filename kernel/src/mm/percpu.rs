@@ -103,14 +103,8 @@ pub(super) fn alloc_one() -> Option<(u64, bool)> {
     }
     {
         let mut zones = ZONES.lock();
-        // The old cache is empty; returning it changes nothing but checks that.
-        if let Some(mut old) = cpu.cache.take() {
-            let z = cpu.zone;
-            if let Some(pa) = zones.zone_mut(z) {
-                old.flush(pa)
-                    .unwrap_or_else(|e| panic!("returning a CPU's page cache: {e}"));
-            }
-        }
+        // The old cache is empty (`take` found nothing in it): nothing to return.
+        cpu.cache = None;
         for z in Zone::FALLBACK {
             let Some(pa) = zones.zone_mut(z) else {
                 continue;

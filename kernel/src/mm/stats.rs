@@ -123,12 +123,10 @@ pub fn with_zones<R>(f: impl FnOnce(&Zones) -> R) -> R {
 /// at a time: do not call it under the zones' lock.
 pub fn held_by_a_cpu(base: u64, limit: u64) -> Option<u64> {
     let mut first: Option<u64> = None;
-    percpu::for_each_cpu(|_, cpu| {
-        cpu.for_each_held(|page| {
-            if base <= page && page < limit {
-                first = Some(first.map_or(page, |f| f.min(page)));
-            }
-        });
+    for_each_held_frame(|_, page| {
+        if base <= page && page < limit {
+            first = Some(first.map_or(page, |f| f.min(page)));
+        }
     });
     first
 }
