@@ -6,7 +6,8 @@
 use core::fmt;
 
 use crate::consts::{
-    LEVEL_BITS, LEVEL_LOG_PAGES, PAGE_SHIFT, PALLOC_CHUNK_BYTES, PALLOC_CHUNK_PAGES, SUMMARY_LEVELS,
+    LEVEL_BITS, LEVEL_LOG_PAGES, PAGE_SHIFT, PALLOC_CHUNK_BYTES, PALLOC_CHUNK_PAGES,
+    SUMMARY_BLOCK_ENTRIES, SUMMARY_LEVELS,
 };
 use crate::index::{ChunkIdx, MAX_SEARCH_ADDR, chunk_page_index};
 use crate::pallocbits::PageBits;
@@ -26,6 +27,15 @@ pub enum InvariantError {
         expected: PallocSum,
         /// The stored value.
         found: PallocSum,
+    },
+    /// A fresh summary has a stale child: a change below it was not marked above.
+    StaleBelowFresh {
+        /// Level of the fresh entry (0 is the root).
+        level: usize,
+        /// Its index.
+        index: usize,
+        /// The index of its stale child, one level down.
+        child: usize,
     },
     /// A page is marked zeroed but is allocated.
     ZeroedNotFree {
@@ -109,6 +119,15 @@ impl fmt::Display for InvariantError {
                     "{chunk} has free pages outside the bounds [{start:#x}, {end:#x})"
                 )
             }
+            InvariantError::StaleBelowFresh {
+                level,
+                index,
+                child,
+            } => write!(
+                f,
+                "summary[{level}][{index}] is fresh but its child summary[{}][{child}] is stale",
+                level + 1
+            ),
             InvariantError::FreeCount { counted, recorded } => {
                 write!(f, "{counted} pages are free, the count says {recorded}")
             }
@@ -137,10 +156,14 @@ pub(crate) fn check_invariants(pa: &PageAlloc<'_>) -> Result<(), InvariantError>
 
     let handed_out = pa.handed_out();
     let leaves = pa.level(leaf);
-    for (ci, found) in leaves.iter(0..leaves.len()).enumerate() {
+    for ci in 0..leaves.len() {
         let chunk = ChunkIdx(ci);
+        // A stale leaf is recomputed before it is read; a fresh one must be right.
+        let found = leaves.cached(ci);
         let Some(data) = pa.chunk_data(chunk) else {
-            if found != PallocSum::EMPTY {
+            if let Some(found) = found
+                && found != PallocSum::EMPTY
+            {
                 return Err(InvariantError::Summary {
                     level: leaf,
                     index: ci,
@@ -151,7 +174,9 @@ pub(crate) fn check_invariants(pa: &PageAlloc<'_>) -> Result<(), InvariantError>
             continue;
         };
         let expected = data.alloc.summarize();
-        if expected != found {
+        if let Some(found) = found
+            && expected != found
+        {
             return Err(InvariantError::Summary {
                 level: leaf,
                 index: ci,
@@ -217,13 +242,24 @@ pub(crate) fn check_invariants(pa: &PageAlloc<'_>) -> Result<(), InvariantError>
     for l in (0..leaf).rev() {
         let children = pa.level(l + 1);
         let level = pa.level(l);
-        for (i, found) in level.iter(0..level.len()).enumerate() {
+        for i in 0..level.len() {
+            let Some(found) = level.cached(i) else {
+                continue;
+            };
             let lo = i << LEVEL_BITS[l + 1];
             let hi = (i + 1) << LEVEL_BITS[l + 1];
             // Padding entries past the last block of children summarise nothing. Below
             // the root a block is 8 entries.
             let expected = if hi <= children.len() {
-                merge_summaries(&children.block(lo), LEVEL_LOG_PAGES[l + 1])
+                let mut block = [PallocSum::EMPTY; SUMMARY_BLOCK_ENTRIES];
+                for (k, b) in block.iter_mut().enumerate() {
+                    *b = children.cached(lo + k).ok_or(InvariantError::StaleBelowFresh {
+                        level: l,
+                        index: i,
+                        child: lo + k,
+                    })?;
+                }
+                merge_summaries(&block, LEVEL_LOG_PAGES[l + 1])
             } else {
                 PallocSum::EMPTY
             };

@@ -160,7 +160,7 @@ impl PageAlloc<'_> {
         let entry_pages = 1usize << LEVEL_LOG_PAGES[l];
         let entry_base = level_index_to_addr(l, i);
         let entry_limit = entry_base + ((entry_pages as u64) << PAGE_SHIFT);
-        let sum = self.summary[l].get(i);
+        let sum = self.sum(l, i);
         if sum == PallocSum::EMPTY {
             st.run_pages = 0;
             return None;

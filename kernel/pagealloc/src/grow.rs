@@ -93,12 +93,9 @@ impl PageAlloc<'_> {
 
         self.start = self.start.min(ChunkIdx::of(base).0);
         self.end = self.end.max(ChunkIdx::of(limit - 1).0 + 1);
-        // A grow is like a free: the new memory may lie below the search address.
-        if base < self.search_addr {
-            self.search_addr = base;
-        }
-        self.free_pages += npages;
         self.update(base, npages, true, false);
+        // A grow is like a free: the new memory may lie below the search address.
+        self.note_freed(base, npages);
         Ok(())
     }
 }

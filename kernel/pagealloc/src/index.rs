@@ -75,12 +75,6 @@ pub(crate) const fn level_index_to_addr(l: usize, i: usize) -> u64 {
     (i as u64) << LEVEL_SHIFT[l]
 }
 
-/// The half-open range of level-`l` entries that covers `[base, limit)`.
-/// Go: `addrsToSummaryRange`.
-pub(crate) const fn addrs_to_summary_range(l: usize, base: u64, limit: u64) -> (usize, usize) {
-    (level_index(l, base), level_index(l, limit - 1) + 1)
-}
-
 pub(crate) const fn align_up(x: u64, align: u64) -> u64 {
     (x + align - 1) & !(align - 1)
 }

@@ -32,14 +32,15 @@ impl<'a, 'm> Inspect<'a, 'm> {
     /// The summaries of level `l` (0 is the root, 4 the chunks) in index order; `None`
     /// for a level that does not exist.
     pub fn summaries(self, l: usize) -> Option<impl ExactSizeIterator<Item = PallocSum> + 'a> {
-        let level = self.pa.summary.get(l)?;
-        Some(level.iter(0..level.len()))
+        let pa = self.pa;
+        let level = pa.summary.get(l)?;
+        Some((0..level.len()).map(move |i| pa.sum(l, i)))
     }
 
     /// Entry `i` of summary level `l`; `None` if there is no such entry.
     pub fn summary(self, l: usize, i: usize) -> Option<PallocSum> {
         let level = self.pa.summary.get(l)?;
-        (i < level.len()).then(|| level.get(i))
+        (i < level.len()).then(|| self.pa.sum(l, i))
     }
 
     /// The leaf summary of chunk `ci`; `None` beyond the span.

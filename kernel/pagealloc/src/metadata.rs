@@ -15,7 +15,7 @@
 use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::consts::{SUMMARY_BLOCK_ENTRIES, SUMMARY_LEVELS};
+use crate::consts::SUMMARY_LEVELS;
 use crate::errors::LayoutError;
 use crate::layout::MetadataLayout;
 use crate::pallocbits::{PallocBits, PallocData};
@@ -32,7 +32,11 @@ pub(crate) const KNOWN_ZERO_WORDS: usize = 8;
 /// The chunk-map entry of a block of chunks that has no bitmaps yet.
 pub(crate) const NO_BLOCK: u64 = u64::MAX;
 
-/// One level of the summary tree.
+/// The raw word of a summary entry that is stale: some bitmap below it changed since it
+/// was computed (see `stale.rs`). Not a valid packing: bit 63 alone means "all free".
+pub(crate) const STALE: u64 = u64::MAX;
+
+/// One level of the summary tree. An entry holds a packed [`PallocSum`] or [`STALE`].
 #[derive(Default)]
 pub(crate) struct Level<'m>(&'m mut [AtomicU64]);
 
@@ -42,9 +46,11 @@ impl Level<'_> {
         self.0.len()
     }
 
+    /// The entry as stored: `None` if it is stale.
     #[inline]
-    pub(crate) fn get(&self, i: usize) -> PallocSum {
-        PallocSum::from_bits(self.0[i].load(Relaxed))
+    pub(crate) fn cached(&self, i: usize) -> Option<PallocSum> {
+        let raw = self.0[i].load(Relaxed);
+        (raw != STALE).then_some(PallocSum::from_bits(raw))
     }
 
     #[inline]
@@ -52,23 +58,21 @@ impl Level<'_> {
         *self.0[i].get_mut() = s.to_bits();
     }
 
-    pub(crate) fn fill(&mut self, r: Range<usize>, s: PallocSum) {
-        for w in &mut self.0[r] {
-            *w.get_mut() = s.to_bits();
-        }
-    }
-
-    /// The 8 entries from `first`, a multiple of 8.
+    /// Stores a recomputed entry through a shared reference: a read that refreshes a
+    /// stale entry caches what it computed. Bitmaps change only under `&mut`, so two
+    /// readers refreshing the same entry store the same value.
     #[inline]
-    pub(crate) fn block(&self, first: usize) -> [PallocSum; SUMMARY_BLOCK_ENTRIES] {
-        core::array::from_fn(|k| self.get(first + k))
+    pub(crate) fn refreshed(&self, i: usize, s: PallocSum) {
+        self.0[i].store(s.to_bits(), Relaxed);
     }
 
-    /// The entries `r`, in order.
-    pub(crate) fn iter(&self, r: Range<usize>) -> impl ExactSizeIterator<Item = PallocSum> + '_ {
-        self.0[r]
-            .iter()
-            .map(|w| PallocSum::from_bits(w.load(Relaxed)))
+    /// Marks entry `i` stale; false if it already was.
+    #[inline]
+    pub(crate) fn mark_stale(&mut self, i: usize) -> bool {
+        let w = self.0[i].get_mut();
+        let was_fresh = *w != STALE;
+        *w = STALE;
+        was_fresh
     }
 }
 

@@ -42,7 +42,7 @@
 //!   block; nothing changes on error. The bits are returned a word at a time instead of one
 //!   page at a time.
 
-use crate::consts::{PAGE_CACHE_PAGES, PAGE_SHIFT, PAGE_SIZE, PALLOC_CHUNK_PAGES};
+use crate::consts::{PAGE_CACHE_PAGES, PAGE_SHIFT, PAGE_SIZE};
 use crate::errors::RangeOpError;
 use crate::handedout::HandedOut;
 use crate::index::{ChunkIdx, LEAF, MAX_SEARCH_ADDR, chunk_page_index};
@@ -198,7 +198,7 @@ impl<'m> PageAlloc<'m> {
         }
         let ci = ChunkIdx::of(self.search_addr());
         // Fast path: the chunk under the search address has a free page.
-        let page = if self.level(LEAF).get(ci.0) != PallocSum::EMPTY {
+        let page = if self.sum(LEAF, ci.0) != PallocSum::EMPTY {
             let from = chunk_page_index(self.search_addr());
             let Some((j, _)) = self.chunk_data(ci).and_then(|c| c.alloc.find(1, from)) else {
                 panic!("pagealloc: bad summary data: {ci} promised a free page from page {from}");
@@ -325,11 +325,8 @@ impl PageCache<'_> {
             chunk.alloc.clear_block64(cpi, self.cache);
             chunk.known_zero.set_block64(cpi, self.known_zero);
         });
-        pa.add_free_pages(self.cache.count_ones() as isize);
-        if base < pa.search_addr() {
-            pa.set_search_addr(base);
-        }
         pa.update(base, PAGE_CACHE_PAGES, false, false);
+        pa.note_freed(base, self.cache.count_ones() as usize);
         *self = PageCache::empty();
         Ok(())
     }
@@ -519,31 +516,27 @@ impl PageAlloc<'_> {
     /// Frees single held pages given in ascending order, which must be allocated grown
     /// memory, with one summary update per chunk.
     pub(crate) fn free_sorted_unchecked(&mut self, pages: &[u64]) {
-        let Some(&first) = pages.first() else { return };
-        if first < self.search_addr() {
-            self.set_search_addr(first);
-        }
         let mut rest = pages;
         while let Some(&head) = rest.first() {
             let ci = ChunkIdx::of(head);
             let n = rest.iter().take_while(|&&p| ChunkIdx::of(p) == ci).count();
-            let old = self.level(LEAF).get(ci.0);
-            // If every single free leaves the chunk's summary as it was, so do all of them
+            let old = self.summary[LEAF].cached(ci.0);
+            // If every single free leaves a fresh summary as it was, so do all of them
             // together, and nothing above the leaf changes either.
             let unchanged = self.with_chunk(ci, |chunk| {
-                let mut unchanged = true;
+                let mut unchanged = old.is_some();
                 for &p in &rest[..n] {
                     let i = chunk_page_index(p);
                     chunk.free1(i);
-                    unchanged =
-                        unchanged && one_page_keeps_summary(chunk.alloc.words(), i, old, true);
+                    unchanged = unchanged
+                        && old.is_some_and(|o| one_page_keeps_summary(chunk.alloc.words(), i, o, true));
                 }
                 unchanged
             });
-            self.add_free_pages(n as isize);
             if !unchanged {
-                self.update(ci.base(), PALLOC_CHUNK_PAGES, false, false);
+                self.mark_chunk_stale(ci);
             }
+            self.note_freed(head, n);
             rest = &rest[n..];
         }
     }

@@ -48,8 +48,8 @@ impl PageAlloc<'_> {
     pub fn largest_free_run(&self) -> usize {
         let full = 1usize << LEVEL_LOG_PAGES[0];
         let (mut most, mut run) = (0, 0);
-        for s in self.summary[0].iter(0..self.summary[0].len()) {
-            let (start, max, end) = s.unpack();
+        for i in 0..self.summary[0].len() {
+            let (start, max, end) = self.sum(0, i).unpack();
             most = most.max(run + start).max(max);
             run = if start == full { run + full } else { end };
         }
@@ -70,7 +70,7 @@ impl PageAlloc<'_> {
             0
         };
         while ci < self.end {
-            if self.summary[LEAF].get(ci) != PallocSum::EMPTY
+            if self.sum(LEAF, ci) != PallocSum::EMPTY
                 && let Some((s, n)) = self.alloc_bits_of(ChunkIdx(ci)).next_free_run(idx)
             {
                 {
@@ -79,12 +79,12 @@ impl PageAlloc<'_> {
                     if s + n == PALLOC_CHUNK_PAGES {
                         // The run may continue into the following chunks.
                         let mut c = ci + 1;
-                        while c < self.end && self.summary[LEAF].get(c) == FREE_CHUNK_SUM {
+                        while c < self.end && self.sum(LEAF, c) == FREE_CHUNK_SUM {
                             npages += PALLOC_CHUNK_PAGES;
                             c += 1;
                         }
                         if c < self.end {
-                            npages += self.summary[LEAF].get(c).start();
+                            npages += self.sum(LEAF, c).start();
                         }
                     }
                     return Some((base, npages));

@@ -197,15 +197,15 @@ pub fn diff_page_alloc(want: &PageAlloc<'_>, got: &PageAlloc<'_>) -> Option<Stri
         }
     }
     for l in 0..SUMMARY_LEVELS {
-        let (w, g) = (want.level(l), got.level(l));
-        for i in 0..w.len().max(g.len()) {
-            let ws = if i < w.len() {
-                w.get(i)
+        let (wl, gl) = (want.level(l).len(), got.level(l).len());
+        for i in 0..wl.max(gl) {
+            let ws = if i < wl {
+                want.sum(l, i)
             } else {
                 PallocSum::EMPTY
             };
-            let gs = if i < g.len() {
-                g.get(i)
+            let gs = if i < gl {
+                got.sum(l, i)
             } else {
                 PallocSum::EMPTY
             };

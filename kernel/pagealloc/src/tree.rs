@@ -51,7 +51,7 @@ use crate::layout::MetadataLayout;
 use crate::metadata::{ALLOC_WORDS, Chunks, KNOWN_ZERO_WORDS, Level, NO_BLOCK};
 use crate::pallocbits::{PallocBits, PallocData};
 use crate::ranges::AddrRanges;
-use crate::summary::{FREE_CHUNK_SUM, PallocSum, merge_summaries};
+use crate::summary::{FREE_CHUNK_SUM, PallocSum};
 
 /// The free pages just below and just above page `i` of a chunk bitmap, looking at most
 /// one word beyond `i`'s own; `None` if a run goes further (the caller then summarizes).
@@ -123,9 +123,9 @@ pub enum Contents {
 /// Not thread-safe by design: every method takes `&mut self`, and the kernel puts the
 /// allocator behind its lock (Go: "`mheapLock` must be held").
 pub struct PageAlloc<'m> {
-    /// The radix tree, root first. Invariant: every leaf equals the summary of its
-    /// chunk's bitmap (0 where no chunk was grown) and every inner entry merges its 8
-    /// children.
+    /// The radix tree, root first. Invariant: every fresh leaf equals the summary of its
+    /// chunk's bitmap (0 where no chunk was grown), every fresh inner entry merges its 8
+    /// children, and a stale entry's parent is stale (`stale.rs`).
     pub(crate) summary: [Level<'m>; SUMMARY_LEVELS],
     /// Block of chunks -> index of its bitmaps in `chunks`, or [`NO_BLOCK`]. Written only
     /// by `grow` (with `&mut self`), read lock-free by [`HandedOut`].
@@ -147,6 +147,13 @@ pub struct PageAlloc<'m> {
     pub(crate) grown: AddrRanges,
     /// Free pages, kept so that stats are O(1).
     pub(crate) free_pages: usize,
+    /// The fewest pages an unconstrained request asked for and did not get since pages
+    /// last became free; `usize::MAX` if none. A request at least this large fails at
+    /// once. Not in Go.
+    pub(crate) doomed: usize,
+    /// No chunk below this one is wholly free: where the 2 MiB fast path starts looking.
+    /// Not in Go.
+    pub(crate) free_chunk_hint: usize,
 }
 
 /// The result of an allocation.
@@ -202,6 +209,8 @@ impl<'m> PageAlloc<'m> {
             end: 0,
             grown: AddrRanges::new(),
             free_pages: 0,
+            doomed: usize::MAX,
+            free_chunk_hint: 0,
         })
     }
 
@@ -294,68 +303,31 @@ impl<'m> PageAlloc<'m> {
         }
     }
 
-    /// Recomputes the summaries after the bitmaps of `[base, base + npages pages)`
-    /// changed. `contig` says the change was one contiguous alloc (`alloc`) or free of
-    /// the whole range. Go: `(*pageAlloc).update`.
+    /// Marks the summaries above `[base, base + npages pages)` stale after its bitmaps
+    /// changed. `contig` says the change was one contiguous alloc (`alloc`) or free of the
+    /// whole range: then the chunks it covers whole are set directly. Go:
+    /// `(*pageAlloc).update`, which recomputes every level at once (see `stale.rs`).
     pub(crate) fn update(&mut self, base: u64, npages: usize, contig: bool, alloc: bool) {
-        // Inclusive bounds, as in Go.
-        let limit = base + ((npages as u64) << PAGE_SHIFT) - 1;
-        let (sc, ec) = (ChunkIdx::of(base), ChunkIdx::of(limit));
-        if sc == ec {
-            // Fast path: one chunk; if its summary did not change, nothing above can.
-            let y = self.alloc_bits_of(sc).summarize();
-            if self.summary[LEAF].get(sc.0) == y {
-                return;
-            }
-            self.summary[LEAF].set(sc.0, y);
-            // One entry per level changes: its parent's index is its own over 8.
-            let mut i = sc.0;
-            for l in (0..LEAF).rev() {
-                let first = i & !(SUMMARY_BLOCK_ENTRIES - 1);
-                let children = self.summary[l + 1].block(first);
-                let sum = merge_summaries(&children, LEVEL_LOG_PAGES[l + 1]);
-                i >>= SUMMARY_LEVEL_BITS;
-                if self.summary[l].get(i) == sum {
-                    return;
-                }
-                self.summary[l].set(i, sum);
-            }
+        let limit = base + ((npages as u64) << PAGE_SHIFT);
+        let (sc, ec) = (ChunkIdx::of(base).0, ChunkIdx::of(limit - 1).0);
+        if sc == ec && npages < PALLOC_CHUNK_PAGES {
+            self.mark_chunk_stale(ChunkIdx(sc));
             return;
-        } else if contig {
-            // The chunks strictly inside the range went all allocated or all free.
-            self.summary[LEAF].set(sc.0, self.alloc_bits_of(sc).summarize());
-            let whole = if alloc {
-                PallocSum::EMPTY
-            } else {
-                FREE_CHUNK_SUM
-            };
-            self.summary[LEAF].fill(sc.0 + 1..ec.0, whole);
-            self.summary[LEAF].set(ec.0, self.alloc_bits_of(ec).summarize());
+        }
+        let whole = if alloc {
+            PallocSum::EMPTY
         } else {
-            for c in sc.0..=ec.0 {
-                self.summary[LEAF].set(c, self.alloc_bits_of(ChunkIdx(c)).summarize());
+            FREE_CHUNK_SUM
+        };
+        for c in sc..=ec {
+            let covered = base <= ChunkIdx(c).base() && ChunkIdx(c + 1).base() <= limit;
+            if contig && covered {
+                self.summary[LEAF].set(c, whole);
+            } else {
+                self.summary[LEAF].mark_stale(c);
             }
         }
-
-        // Climb while something changed.
-        let mut changed = true;
-        let mut l = LEAF;
-        while l > 0 && changed {
-            l -= 1;
-            changed = false;
-            let log_entries = LEVEL_BITS[l + 1];
-            let log_max_pages = LEVEL_LOG_PAGES[l + 1];
-            let (lo, hi) = addrs_to_summary_range(l, base, limit + 1);
-            for i in lo..hi {
-                // Below the root every level has 8 children per entry.
-                let sum =
-                    merge_summaries(&self.summary[l + 1].block(i << log_entries), log_max_pages);
-                if self.summary[l].get(i) != sum {
-                    self.summary[l].set(i, sum);
-                    changed = true;
-                }
-            }
-        }
+        self.leaves_written(sc, ec);
     }
 
     /// Marks `[base, base + npages pages)` allocated without checks and returns how many
@@ -363,16 +335,11 @@ impl<'m> PageAlloc<'m> {
     pub(crate) fn alloc_range_unchecked(&mut self, base: u64, npages: usize) -> usize {
         if npages == 1 {
             let (ci, i) = (ChunkIdx::of(base), chunk_page_index(base));
-            let old = self.summary[LEAF].get(ci.0);
             let k = self.grown_slot(ci);
             let (zeroed, alloc) = self.chunks.flip_one(k, i, true);
-            let zeroed = usize::from(zeroed);
-            let keeps = one_page_keeps_summary(&alloc, i, old, false);
             self.free_pages -= 1;
-            if !keeps {
-                self.update(base, 1, true, true);
-            }
-            return zeroed;
+            self.one_page_flipped(ci, i, &alloc, false);
+            return usize::from(zeroed);
         }
         let mut zeroed = 0;
         self.for_each_chunk_piece(base, npages, |chunk, i, n| {
@@ -386,6 +353,29 @@ impl<'m> PageAlloc<'m> {
         self.update(base, npages, true, true);
         self.free_pages -= npages;
         zeroed
+    }
+
+    /// Page `i` of chunk `ci` alone was flipped (freed if `freed`), leaving its
+    /// allocation words `words`. A fresh leaf that the flip leaves as it was stays fresh;
+    /// otherwise the path to the root goes stale.
+    #[inline]
+    fn one_page_flipped(&mut self, ci: ChunkIdx, i: usize, words: &[u64; 8], freed: bool) {
+        if let Some(old) = self.summary[LEAF].cached(ci.0)
+            && !one_page_keeps_summary(words, i, old, freed)
+        {
+            self.mark_chunk_stale(ci);
+        }
+    }
+
+    /// `npages` pages from `base` became free (or were grown): the search address, the
+    /// free count, the doomed-request memo and the free-chunk hint learn of it.
+    pub(crate) fn note_freed(&mut self, base: u64, npages: usize) {
+        if base < self.search_addr {
+            self.search_addr = base;
+        }
+        self.free_pages += npages;
+        self.doomed = usize::MAX;
+        self.free_chunk_hint = self.free_chunk_hint.min(ChunkIdx::of(base).0);
     }
 
     /// Reserves `[base, base + npages pages)`, which must be grown and free; the
@@ -506,36 +496,17 @@ impl<'m> PageAlloc<'m> {
             npages,
             constraints: Constraints::NONE,
         };
-        // A search address above every grown chunk means nothing is free.
-        if ChunkIdx::of(self.search_addr).0 >= self.end {
+        // A search address above every grown chunk means nothing is free; a request at
+        // least as large as one that failed since the last free fails again.
+        if ChunkIdx::of(self.search_addr).0 >= self.end || npages >= self.doomed {
             return Err(oom);
         }
-        let mut found = None;
-        // Fast path: the run may fit in the chunk the search address points into.
-        if PALLOC_CHUNK_PAGES - chunk_page_index(self.search_addr) >= npages {
-            let ci = ChunkIdx::of(self.search_addr);
-            if self.summary[LEAF].get(ci.0).max() >= npages {
-                let Some((j, search_idx)) = self
-                    .alloc_bits_of(ci)
-                    .find(npages, chunk_page_index(self.search_addr))
-                else {
-                    panic!(
-                        "pagealloc: bad summary data: {ci} summary {:?} but no run of {npages} pages from page {}",
-                        self.summary[LEAF].get(ci.0),
-                        chunk_page_index(self.search_addr)
-                    );
-                };
-                found = Some((
-                    ci.base() + ((j as u64) << PAGE_SHIFT),
-                    ci.base() + ((search_idx as u64) << PAGE_SHIFT),
-                ));
-            }
-        }
-        let (addr, candidate) = match found {
+        let (addr, candidate) = match self.find_at_search_addr(npages) {
             Some(f) => f,
             None => match self.find(npages) {
                 Some(f) => f,
                 None => {
+                    self.doomed = npages;
                     // Not even one page is free: remember that until something is freed.
                     if npages == 1 {
                         self.search_addr = MAX_SEARCH_ADDR;
@@ -560,8 +531,40 @@ impl<'m> PageAlloc<'m> {
         })
     }
 
+    /// The fast path of `alloc`: a run of `npages` in the chunk the search address points
+    /// into, at or after it, and the first free page there (the next search address).
+    /// Go: the first part of `(*pageAlloc).alloc`, which always consults the chunk's
+    /// summary; here a stale summary is not recomputed, as searching the bitmap costs
+    /// about the same.
+    #[inline]
+    fn find_at_search_addr(&self, npages: usize) -> Option<(u64, u64)> {
+        let from = chunk_page_index(self.search_addr);
+        if PALLOC_CHUNK_PAGES - from < npages {
+            return None;
+        }
+        let ci = ChunkIdx::of(self.search_addr);
+        let leaf = self.summary[LEAF].cached(ci.0);
+        if leaf.is_some_and(|s| s.max() < npages) {
+            return None;
+        }
+        let Some((j, search_idx)) = self.alloc_bits_of(ci).find(npages, from) else {
+            // A fresh summary that promised a run must be right; a stale one promised
+            // nothing.
+            assert!(
+                leaf.is_none(),
+                "pagealloc: bad summary data: {ci} summary {leaf:?} but no run of {npages} pages from page {from}"
+            );
+            return None;
+        };
+        Some((
+            ci.base() + ((j as u64) << PAGE_SHIFT),
+            ci.base() + ((search_idx as u64) << PAGE_SHIFT),
+        ))
+    }
+
     /// The lowest address of a free run of `npages` and a new search-address candidate.
-    /// Relies on nothing below `search_addr` being free. Go: `(*pageAlloc).find`.
+    /// Relies on nothing below `search_addr` being free. Go: `(*pageAlloc).find`
+    /// (stale entries are recomputed as they are read).
     pub(crate) fn find(&self, npages: usize) -> Option<(u64, u64)> {
         let mut i = 0;
         let mut first_free = FirstFree {
@@ -596,7 +599,7 @@ impl<'m> PageAlloc<'m> {
             let (mut base, mut size) = (0usize, 0usize);
             let mut j = j0;
             while j < entries_len {
-                let sum = self.summary[l].get(i + j);
+                let sum = self.sum(l, i + j);
                 if sum == PallocSum::EMPTY {
                     size = 0;
                     j += 1;
@@ -641,7 +644,7 @@ impl<'m> PageAlloc<'m> {
                 l - 1,
                 last_sum.0,
                 last_sum.1,
-                self.summary[l].block(i),
+                self.block(l, i),
                 self.search_addr
             );
         }
@@ -651,7 +654,7 @@ impl<'m> PageAlloc<'m> {
         let Some((j, search_idx)) = self.alloc_bits_of(ci).find(npages, 0) else {
             panic!(
                 "pagealloc: bad summary data: {ci} summary {:?} but no run of {npages} pages",
-                self.summary[LEAF].get(i)
+                self.sum(LEAF, i)
             );
         };
         let addr = ci.base() + ((j as u64) << PAGE_SHIFT);
@@ -722,20 +725,12 @@ impl<'m> PageAlloc<'m> {
 
     /// Go's `free` without the checks.
     fn free_unchecked(&mut self, base: u64, npages: usize) {
-        if base < self.search_addr {
-            self.search_addr = base;
-        }
         if npages == 1 {
             // Fast path: one page in one chunk.
             let (ci, i) = (ChunkIdx::of(base), chunk_page_index(base));
-            let old = self.summary[LEAF].get(ci.0);
             let k = self.grown_slot(ci);
             let (_, alloc) = self.chunks.flip_one(k, i, false);
-            let keeps = one_page_keeps_summary(&alloc, i, old, true);
-            if keeps {
-                self.free_pages += 1;
-                return;
-            }
+            self.one_page_flipped(ci, i, &alloc, true);
         } else {
             self.for_each_chunk_piece(base, npages, |chunk, i, n| {
                 if n == PALLOC_CHUNK_PAGES {
@@ -744,9 +739,9 @@ impl<'m> PageAlloc<'m> {
                     chunk.free(i, n);
                 }
             });
+            self.update(base, npages, true, false);
         }
-        self.free_pages += npages;
-        self.update(base, npages, true, false);
+        self.note_freed(base, npages);
     }
 
     /// Recomputes every summary from the bitmaps and checks every other invariant:
