@@ -253,11 +253,13 @@ pub(crate) fn check_invariants(pa: &PageAlloc<'_>) -> Result<(), InvariantError>
             let expected = if hi <= children.len() {
                 let mut block = [PallocSum::EMPTY; SUMMARY_BLOCK_ENTRIES];
                 for (k, b) in block.iter_mut().enumerate() {
-                    *b = children.cached(lo + k).ok_or(InvariantError::StaleBelowFresh {
-                        level: l,
-                        index: i,
-                        child: lo + k,
-                    })?;
+                    *b = children
+                        .cached(lo + k)
+                        .ok_or(InvariantError::StaleBelowFresh {
+                            level: l,
+                            index: i,
+                            child: lo + k,
+                        })?;
                 }
                 merge_summaries(&block, LEVEL_LOG_PAGES[l + 1])
             } else {

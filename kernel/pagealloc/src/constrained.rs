@@ -4,7 +4,7 @@
 use crate::consts::*;
 use crate::errors::AllocError;
 use crate::index::*;
-use crate::summary::PallocSum;
+use crate::summary::{FREE_CHUNK_SUM, PallocSum};
 use crate::tree::{Allocation, PageAlloc, check_npages};
 
 /// Constraints on where an allocation may be placed (not in Go).
@@ -95,7 +95,7 @@ impl PageAlloc<'_> {
         &mut self,
         npages: usize,
         c: Constraints,
-        mut dirty: Option<&mut dyn FnMut(u64, usize)>,
+        dirty: Option<&mut dyn FnMut(u64, usize)>,
     ) -> Result<Allocation, AllocError> {
         check_npages(npages)?;
         if !c.align_pages.is_power_of_two() || c.align_pages > MAX_NPAGES {
@@ -110,11 +110,16 @@ impl PageAlloc<'_> {
             npages,
             constraints: c,
         };
-        // Nothing below the search address is free, so start there.
+        // Nothing below the search address is free, so start there. A request at least
+        // as large as an unconstrained one that failed cannot succeed either.
         let lo = align_up(c.min_addr.min(MAX_SEARCH_ADDR), PAGE_SIZE).max(self.search_addr);
         let hi = (c.max_addr & !(PAGE_SIZE - 1)).min(self.layout.span_limit());
-        if lo >= hi || ChunkIdx::of(lo).0 >= self.end {
+        if lo >= hi || ChunkIdx::of(lo).0 >= self.end || npages >= self.doomed {
             return Err(oom);
+        }
+        if npages == PALLOC_CHUNK_PAGES && c.align_pages == PALLOC_CHUNK_PAGES {
+            let addr = self.find_free_chunk(lo, hi).ok_or(oom)?;
+            return Ok(self.alloc_found(addr, npages, dirty));
         }
         let mut st = Dfs {
             npages,
@@ -135,22 +140,73 @@ impl PageAlloc<'_> {
                 if raise {
                     self.search_addr = self.search_addr.max(st.first_free);
                 }
-                if let Some(f) = dirty.as_mut() {
-                    self.visit_dirty(addr, npages, &mut **f);
-                }
-                let zeroed_pages = self.alloc_range_unchecked(addr, npages);
-                self.handed_out().set(addr, npages);
-                return Ok(Allocation {
-                    base: addr,
-                    npages,
-                    zeroed_pages,
-                });
+                return Ok(self.alloc_found(addr, npages, dirty));
             }
         }
         if raise && to_end {
             self.search_addr = self.search_addr.max(st.first_free);
         }
         Err(oom)
+    }
+
+    /// Hands out the free run `[addr, addr + npages pages)` that a search found.
+    fn alloc_found(
+        &mut self,
+        addr: u64,
+        npages: usize,
+        dirty: Option<&mut dyn FnMut(u64, usize)>,
+    ) -> Allocation {
+        if let Some(f) = dirty {
+            self.visit_dirty(addr, npages, f);
+        }
+        let zeroed_pages = self.alloc_range_unchecked(addr, npages);
+        self.handed_out().set(addr, npages);
+        Allocation {
+            base: addr,
+            npages,
+            zeroed_pages,
+        }
+    }
+
+    /// The lowest wholly free chunk inside `[lo, hi)`: the lowest 2 MiB-aligned run of
+    /// 512 pages, found without the depth-first search. It scans the leaves from the
+    /// free-chunk hint, skipping every fresh entry (at any level) whose longest run is
+    /// shorter than a chunk, and reads no stale inner entry (recomputing them would cost
+    /// what the fast path saves). Not in Go.
+    fn find_free_chunk(&mut self, lo: u64, hi: u64) -> Option<u64> {
+        let first = ChunkIdx::of(align_up(lo, PALLOC_CHUNK_BYTES)).0;
+        let last = ((hi >> LOG_PALLOC_CHUNK_BYTES) as usize).min(self.end);
+        // The hint may move only if the scan covers everything from it on.
+        let from_hint = first <= self.free_chunk_hint;
+        let mut c = first.max(self.free_chunk_hint).max(self.start);
+        'scan: while c < last {
+            for l in 0..LEAF {
+                let log_chunks = LEVEL_LOG_PAGES[l] - LOG_PALLOC_CHUNK_PAGES;
+                if c & ((1 << log_chunks) - 1) == 0
+                    && self.summary[l]
+                        .cached(c >> log_chunks)
+                        .is_some_and(|s| s.max() < PALLOC_CHUNK_PAGES)
+                {
+                    c += 1 << log_chunks;
+                    continue 'scan;
+                }
+            }
+            let free = match self.summary[LEAF].cached(c) {
+                Some(s) => s == FREE_CHUNK_SUM,
+                None => self.alloc_bits_of(ChunkIdx(c)).words() == &[0; 8],
+            };
+            if free {
+                if from_hint {
+                    self.free_chunk_hint = c + 1;
+                }
+                return Some(ChunkIdx(c).base());
+            }
+            c += 1;
+        }
+        if from_hint && last == self.end {
+            self.free_chunk_hint = self.end;
+        }
+        None
     }
 
     /// Visits entry `i` of level `l` for [`PageAlloc::alloc_constrained`]: returns the

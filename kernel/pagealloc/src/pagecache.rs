@@ -529,7 +529,9 @@ impl PageAlloc<'_> {
                     let i = chunk_page_index(p);
                     chunk.free1(i);
                     unchanged = unchanged
-                        && old.is_some_and(|o| one_page_keeps_summary(chunk.alloc.words(), i, o, true));
+                        && old.is_some_and(|o| {
+                            one_page_keeps_summary(chunk.alloc.words(), i, o, true)
+                        });
                 }
                 unchanged
             });

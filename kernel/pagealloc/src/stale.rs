@@ -134,4 +134,66 @@ mod tests {
         pa.check_invariants().unwrap();
         assert_eq!(pa.largest_free_run(), 64 * PALLOC_CHUNK_PAGES);
     }
+
+    #[test]
+    fn a_repeated_doomed_request_reads_nothing_until_a_free() {
+        let region = AddrRange::new(0, 16 * PALLOC_CHUNK_BYTES);
+        let layout = MetadataLayout::for_regions(&[region]).unwrap();
+        let mut md = HeapMetadata::new(&layout);
+        let mut pa = PageAlloc::new(layout, md.metadata()).unwrap();
+        pa.grow(region, Contents::Unknown).unwrap();
+        let a = pa.alloc(8 * PALLOC_CHUNK_PAGES).unwrap();
+        let too_big = 8 * PALLOC_CHUNK_PAGES + 1;
+        assert!(pa.alloc(too_big).is_err());
+        // Change something (stale path), then fail again: the memo answers without
+        // reading the tree, so the path stays stale.
+        let b = pa.alloc(1).unwrap();
+        assert!(pa.is_stale(0, 0));
+        assert!(pa.alloc(too_big + 5).is_err());
+        assert!(
+            pa.alloc_constrained(too_big, crate::Constraints::aligned(1))
+                .is_err()
+        );
+        assert!(pa.is_stale(0, 0));
+        // A free forgets the memo: the same request is searched for again and succeeds.
+        pa.free(a.base, 8 * PALLOC_CHUNK_PAGES).unwrap();
+        pa.free(b.base, 1).unwrap();
+        assert!(pa.alloc(too_big).is_ok());
+        pa.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn whole_chunks_come_from_the_hint_and_a_scan_that_skips_fresh_entries() {
+        let region = AddrRange::new(0, 64 * PALLOC_CHUNK_BYTES);
+        let layout = MetadataLayout::for_regions(&[region]).unwrap();
+        let mut md = HeapMetadata::new(&layout);
+        let mut pa = PageAlloc::new(layout, md.metadata()).unwrap();
+        pa.grow(region, Contents::Unknown).unwrap();
+        let two_mib = crate::Constraints::aligned(PALLOC_CHUNK_PAGES);
+        // One page in each of the first 40 chunks: no whole chunk below chunk 40.
+        for c in 0..40 {
+            pa.alloc_range(c * PALLOC_CHUNK_BYTES, 1).unwrap();
+        }
+        pa.refresh_all();
+        let a = pa.alloc_constrained(PALLOC_CHUNK_PAGES, two_mib).unwrap();
+        assert_eq!(a.base, 40 * PALLOC_CHUNK_BYTES);
+        assert_eq!(pa.free_chunk_hint, 41);
+        let b = pa.alloc_constrained(PALLOC_CHUNK_PAGES, two_mib).unwrap();
+        assert_eq!(b.base, 41 * PALLOC_CHUNK_BYTES);
+        // Freeing a whole chunk sets its leaf directly and lowers the hint.
+        pa.free(a.base, PALLOC_CHUNK_PAGES).unwrap();
+        assert!(!pa.is_stale(LEAF, 40));
+        assert_eq!(pa.free_chunk_hint, 40);
+        pa.check_invariants().unwrap();
+        assert_eq!(
+            pa.alloc_constrained(PALLOC_CHUNK_PAGES, two_mib)
+                .unwrap()
+                .base,
+            a.base
+        );
+        // Full: the scan runs to the end once, then the hint says so.
+        while pa.alloc_constrained(PALLOC_CHUNK_PAGES, two_mib).is_ok() {}
+        assert_eq!(pa.free_chunk_hint, 64);
+        pa.check_invariants().unwrap();
+    }
 }
