@@ -155,7 +155,7 @@ pub(crate) fn check_invariants(pa: &PageAlloc<'_>) -> Result<(), InvariantError>
     let mut counted = 0;
 
     let handed_out = pa.handed_out();
-    let leaves = pa.level(leaf);
+    let leaves = &pa.summary[leaf];
     for ci in 0..leaves.len() {
         let chunk = ChunkIdx(ci);
         // A stale leaf is recomputed before it is read; a fresh one must be right.
@@ -240,8 +240,8 @@ pub(crate) fn check_invariants(pa: &PageAlloc<'_>) -> Result<(), InvariantError>
     }
 
     for l in (0..leaf).rev() {
-        let children = pa.level(l + 1);
-        let level = pa.level(l);
+        let children = &pa.summary[l + 1];
+        let level = &pa.summary[l];
         for i in 0..level.len() {
             let Some(found) = level.cached(i) else {
                 continue;

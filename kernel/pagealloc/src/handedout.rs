@@ -5,6 +5,7 @@
 //! allocator's lock. See [`crate::pagecache`] for the ownership states they encode.
 
 use core::fmt;
+use core::ops::ControlFlow;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::consts::{PAGE_SHIFT, PAGE_SIZE, PALLOC_CHUNK_PAGES, PALLOC_CHUNKS_L2_ENTRIES};
@@ -38,25 +39,6 @@ impl<'b> PartialEq<HandedOut<'b>> for HandedOut<'_> {
 
 impl Eq for HandedOut<'_> {}
 
-/// The pieces of `[base, base + npages pages)` that fall in one word of bits:
-/// `(address of the piece's first page, mask in its word)`.
-fn pieces(base: u64, npages: usize) -> impl Iterator<Item = (u64, u64)> {
-    let mut addr = base;
-    let mut left = npages;
-    core::iter::from_fn(move || {
-        if left == 0 {
-            return None;
-        }
-        let b = chunk_page_index(addr) % 64;
-        let k = (64 - b).min(left);
-        let mask = if k == 64 { !0 } else { ((1u64 << k) - 1) << b };
-        let piece = (addr, mask);
-        addr = addr.wrapping_add((k as u64) << PAGE_SHIFT);
-        left -= k;
-        Some(piece)
-    })
-}
-
 /// The address of bit `bit` of the word that holds `addr`.
 fn bit_addr(addr: u64, bit: u32) -> u64 {
     (addr & !((64 * PAGE_SIZE) - 1)) + (u64::from(bit) << PAGE_SHIFT)
@@ -86,6 +68,59 @@ impl<'m> HandedOut<'m> {
             .get(chunk * WORDS_PER_CHUNK + chunk_page_index(addr) / 64)
     }
 
+    /// The first word of chunk `ci`'s bits, if the chunk has a bitmap slot.
+    #[inline]
+    fn chunk_first_word(&self, ci: ChunkIdx) -> Option<usize> {
+        let slot = self.chunk_map.get(ci.map_block())?.load(Ordering::Acquire);
+        (slot != NO_BLOCK).then(|| {
+            (slot as usize * PALLOC_CHUNKS_L2_ENTRIES + ci.slot_in_block()) * WORDS_PER_CHUNK
+        })
+    }
+
+    /// Calls `f(address of the piece's first page, mask in its word, the word)` for each
+    /// piece of the range that falls in one word of bits, in address order (no word
+    /// where the chunk has no bits), looking each chunk up once; stops at the first
+    /// `Break(page)` and returns that page.
+    #[inline]
+    fn for_each_word(
+        &self,
+        base: u64,
+        npages: usize,
+        mut f: impl FnMut(u64, u64, Option<&'m AtomicU64>) -> ControlFlow<u64>,
+    ) -> Option<u64> {
+        if npages == 0 {
+            return None;
+        }
+        let (first, last) = (base >> PAGE_SHIFT, (base >> PAGE_SHIFT) + npages as u64 - 1);
+        // Masks of the first and the last word: the range starts and ends inside them.
+        let head = !0u64 << (first % 64);
+        let tail = !0u64 >> (63 - last % 64);
+        let (w0, w1) = (first / 64, last / 64);
+        let words_per_chunk = WORDS_PER_CHUNK as u64;
+        for c in w0 / words_per_chunk..=w1 / words_per_chunk {
+            let words = self
+                .chunk_first_word(ChunkIdx(c as usize))
+                .and_then(|f| self.bits.get(f..f + WORDS_PER_CHUNK));
+            let lo = w0.max(c * words_per_chunk);
+            let hi = w1.min(c * words_per_chunk + words_per_chunk - 1);
+            for w in lo..=hi {
+                let mut mask = !0;
+                if w == w0 {
+                    mask &= head;
+                }
+                if w == w1 {
+                    mask &= tail;
+                }
+                let word = words.map(|ws| &ws[(w % words_per_chunk) as usize]);
+                let addr = (w * 64 + u64::from(mask.trailing_zeros())) << PAGE_SHIFT;
+                if let ControlFlow::Break(page) = f(addr, mask, word) {
+                    return Some(page);
+                }
+            }
+        }
+        None
+    }
+
     /// The word `w` of chunk `ci`'s bits, if the chunk has a bitmap slot.
     pub(crate) fn chunk_word(&self, ci: ChunkIdx, w: usize) -> Option<u64> {
         self.word(ci.base() + ((w as u64 * 64) << PAGE_SHIFT))
@@ -106,16 +141,16 @@ impl<'m> HandedOut<'m> {
 
     /// The first page of the range that is not handed out, without changing anything.
     pub(crate) fn first_not_handed_out(&self, base: u64, npages: usize) -> Option<u64> {
-        for (addr, mask) in pieces(base, npages) {
-            let Some(w) = self.word(addr) else {
-                return Some(addr);
+        self.for_each_word(base, npages, |addr, mask, w| {
+            let Some(w) = w else {
+                return ControlFlow::Break(addr);
             };
             let clear = !w.load(Ordering::Acquire) & mask;
             if clear != 0 {
-                return Some(bit_addr(addr, clear.trailing_zeros()));
+                return ControlFlow::Break(bit_addr(addr, clear.trailing_zeros()));
             }
-        }
-        None
+            ControlFlow::Continue(())
+        })
     }
 
     /// Hands pages out: sets their bits.
@@ -146,18 +181,31 @@ impl<'m> HandedOut<'m> {
     }
 
     fn set_slow(&self, base: u64, npages: usize) {
-        for (addr, mask) in pieces(base, npages) {
-            let Some(w) = self.word(addr) else {
+        self.for_each_word(base, npages, |addr, mask, w| {
+            let Some(w) = w else {
                 panic!("pagealloc: no handed-out bits for page {addr:#x} being handed out");
             };
-            let old = w.fetch_or(mask, Ordering::AcqRel);
+            // Pages being handed out belong to the caller (free in the tree under its
+            // lock, or held by its page cache), so no other path sets their bits, and a
+            // racing take of a clear bit changes nothing: for a whole word, a load and a
+            // store do what a `fetch_or` would, without the locked instruction.
+            let old = if mask == !0 {
+                let old = w.load(Ordering::Acquire);
+                if old == 0 {
+                    w.store(!0, Ordering::Release);
+                }
+                old
+            } else {
+                w.fetch_or(mask, Ordering::AcqRel)
+            };
             if old & mask != 0 {
                 panic!(
                     "pagealloc: page {:#x} handed out twice (range [{base:#x}, +{npages} pages), bits {old:#018x}, mask {mask:#018x})",
                     bit_addr(addr, (old & mask).trailing_zeros())
                 );
             }
-        }
+            ControlFlow::Continue(())
+        });
     }
 
     /// Takes pages back from their caller: clears every bit of the range, or, if some
@@ -189,30 +237,34 @@ impl<'m> HandedOut<'m> {
     /// the first page whose bit was clear.
     fn clear_all_or_restore(&self, base: u64, npages: usize) -> Result<(), u64> {
         let mut taken = 0;
-        let mut refused = None;
-        for (addr, mask) in pieces(base, npages) {
-            let Some(w) = self.word(addr) else {
-                refused = Some(addr);
-                break;
+        let refused = self.for_each_word(base, npages, |addr, mask, w| {
+            let Some(w) = w else {
+                return ControlFlow::Break(addr);
             };
             let old = w.fetch_and(!mask, Ordering::AcqRel);
             if old & mask != mask {
                 if old & mask != 0 {
                     w.fetch_or(old & mask, Ordering::AcqRel);
                 }
-                refused = Some(bit_addr(addr, (!old & mask).trailing_zeros()));
-                break;
+                return ControlFlow::Break(bit_addr(addr, (!old & mask).trailing_zeros()));
             }
-            taken += mask.count_ones() as usize;
-        }
+            // Without a `popcnt` target feature `count_ones` is a long sequence.
+            taken += if mask == !0 {
+                64
+            } else {
+                mask.count_ones() as usize
+            };
+            ControlFlow::Continue(())
+        });
         let Some(page) = refused else {
             return Ok(());
         };
-        for (addr, mask) in pieces(base, taken) {
-            if let Some(w) = self.word(addr) {
+        self.for_each_word(base, taken, |_, mask, w| {
+            if let Some(w) = w {
                 w.fetch_or(mask, Ordering::AcqRel);
             }
-        }
+            ControlFlow::Continue(())
+        });
         Err(page)
     }
 }
@@ -230,24 +282,37 @@ mod tests {
 
     #[test]
     fn pieces_split_at_words() {
-        let v: alloc::vec::Vec<_> = pieces(PAGE_SIZE * 60, 70).collect();
+        let map = [AtomicU64::new(0)];
+        let bits: alloc::vec::Vec<AtomicU64> = (0..PALLOC_CHUNKS_L2_ENTRIES * WORDS_PER_CHUNK)
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        let h = HandedOut::new(&map, &bits);
+        let pieces = |base: u64, npages: usize| {
+            let mut v = alloc::vec::Vec::new();
+            h.for_each_word(base, npages, |addr, mask, w| {
+                assert!(w.is_some());
+                v.push((addr, mask));
+                ControlFlow::Continue(())
+            });
+            v
+        };
         assert_eq!(
-            v,
+            pieces(PAGE_SIZE * 60, 70),
             [
                 (PAGE_SIZE * 60, 0xf << 60),
                 (PAGE_SIZE * 64, !0),
                 (PAGE_SIZE * 128, 0x3),
             ]
         );
-        assert_eq!(pieces(0, 0).count(), 0);
-        let v: alloc::vec::Vec<_> = pieces(PALLOC_CHUNK_BYTES - PAGE_SIZE, 2).collect();
+        assert!(pieces(0, 0).is_empty());
         assert_eq!(
-            v,
+            pieces(PALLOC_CHUNK_BYTES - PAGE_SIZE, 2),
             [
                 (PALLOC_CHUNK_BYTES - PAGE_SIZE, 1 << 63),
                 (PALLOC_CHUNK_BYTES, 1)
             ]
         );
+        assert_eq!(pieces(PAGE_SIZE * 5, 1), [(PAGE_SIZE * 5, 1 << 5)]);
     }
 
     #[test]

@@ -197,7 +197,7 @@ pub fn diff_page_alloc(want: &PageAlloc<'_>, got: &PageAlloc<'_>) -> Option<Stri
         }
     }
     for l in 0..SUMMARY_LEVELS {
-        let (wl, gl) = (want.level(l).len(), got.level(l).len());
+        let (wl, gl) = (want.summary[l].len(), got.summary[l].len());
         for i in 0..wl.max(gl) {
             let ws = if i < wl {
                 want.sum(l, i)

@@ -269,12 +269,6 @@ impl<'m> PageAlloc<'m> {
         self.chunks.with(k, f)
     }
 
-    /// The summary tree's level `l` (0 is the root, 4 the chunks).
-    #[inline]
-    pub(crate) fn level(&self, l: usize) -> &Level<'m> {
-        &self.summary[l]
-    }
-
     /// A handle on this allocator's handed-out bits, for use without its lock.
     pub fn handed_out(&self) -> HandedOut<'m> {
         HandedOut::new(self.chunk_map, self.handed_out)
@@ -336,9 +330,9 @@ impl<'m> PageAlloc<'m> {
         if npages == 1 {
             let (ci, i) = (ChunkIdx::of(base), chunk_page_index(base));
             let k = self.grown_slot(ci);
-            let (zeroed, alloc) = self.chunks.flip_one(k, i, true);
+            let (zeroed, _) = self.chunks.flip_one(k, i, true);
             self.free_pages -= 1;
-            self.one_page_flipped(ci, i, &alloc, false);
+            self.one_page_flipped(ci, k, i, false);
             return usize::from(zeroed);
         }
         let mut zeroed = 0;
@@ -355,16 +349,84 @@ impl<'m> PageAlloc<'m> {
         zeroed
     }
 
-    /// Page `i` of chunk `ci` alone was flipped (freed if `freed`), leaving its
-    /// allocation words `words`. A fresh leaf that the flip leaves as it was stays fresh;
-    /// otherwise the path to the root goes stale.
+    /// Page `i` of chunk `ci` (pool entry `k`) alone was flipped (freed if `freed`). A
+    /// fresh leaf that the flip leaves as it was stays fresh; otherwise the path to the
+    /// root goes stale. A stale leaf costs nothing more.
     #[inline]
-    fn one_page_flipped(&mut self, ci: ChunkIdx, i: usize, words: &[u64; 8], freed: bool) {
+    fn one_page_flipped(&mut self, ci: ChunkIdx, k: usize, i: usize, freed: bool) {
         if let Some(old) = self.summary[LEAF].cached(ci.0)
-            && !one_page_keeps_summary(words, i, old, freed)
+            && !one_page_keeps_summary(self.chunks.load_alloc(k).words(), i, old, freed)
         {
             self.mark_chunk_stale(ci);
         }
+    }
+
+    /// The handed-out word of page `i` of pool entry `k` (the bits share the pool's
+    /// slots: see [`HandedOut`]).
+    #[inline]
+    fn handed_out_word(&self, k: usize, i: usize) -> &'m AtomicU64 {
+        &self.handed_out[k * crate::handedout::WORDS_PER_CHUNK + i / 64]
+    }
+
+    /// `alloc(1)` when the page is in the search address's chunk: the path that page
+    /// cache misses and uncached single pages take. One chunk-map lookup, the words
+    /// from the search address on, one bit set in place; the summaries are only marked
+    /// (`stale.rs`). Returns the page and whether it was known to be zero; `None` sends
+    /// the request to the general path.
+    #[inline]
+    fn alloc_one_at_search_addr(&mut self) -> Option<(u64, bool)> {
+        let ci = ChunkIdx::of(self.search_addr);
+        let leaf = self.summary[LEAF].cached(ci.0);
+        if leaf == Some(PallocSum::EMPTY) {
+            return None;
+        }
+        let k = self.chunk_slot(ci)?;
+        let from = chunk_page_index(self.search_addr);
+        let mut w = from / 64;
+        let mut word = self.chunks.word(k, ALLOC_WORDS + w) | ((1u64 << (from % 64)) - 1);
+        while word == !0 {
+            w += 1;
+            if w == PALLOC_CHUNK_PAGES / 64 {
+                return None;
+            }
+            word = self.chunks.word(k, ALLOC_WORDS + w);
+        }
+        let i = w * 64 + (!word).trailing_zeros() as usize;
+        let (zeroed, _) = self.chunks.flip_one(k, i, true);
+        self.free_pages -= 1;
+        self.one_page_flipped(ci, k, i, false);
+        let bit = 1u64 << (i % 64);
+        if self.handed_out_word(k, i).fetch_or(bit, Ordering::AcqRel) & bit != 0 {
+            panic!(
+                "pagealloc: page {:#x} handed out twice",
+                ci.base() + ((i as u64) << PAGE_SHIFT)
+            );
+        }
+        // The page was the first free one at or after the search address.
+        let page = ci.base() + ((i as u64) << PAGE_SHIFT);
+        self.search_addr = page;
+        Some((page, zeroed))
+    }
+
+    /// `free(base, 1)` of a page that is handed out: its handed-out bit, taken with one
+    /// atomic `fetch_and`, proves the page grown and allocated, so the grown-range
+    /// search is skipped. False (and nothing changed) if the bit was not set: the caller
+    /// then finds the error the general path reports.
+    #[inline]
+    fn free_one_handed_out(&mut self, base: u64) -> bool {
+        let ci = ChunkIdx::of(base);
+        let Some(k) = self.chunk_slot(ci) else {
+            return false;
+        };
+        let i = chunk_page_index(base);
+        let bit = 1u64 << (i % 64);
+        if self.handed_out_word(k, i).fetch_and(!bit, Ordering::AcqRel) & bit == 0 {
+            return false;
+        }
+        self.chunks.flip_one(k, i, false);
+        self.one_page_flipped(ci, k, i, true);
+        self.note_freed(base, 1);
+        true
     }
 
     /// `npages` pages from `base` became free (or were grown): the search address, the
@@ -500,6 +562,20 @@ impl<'m> PageAlloc<'m> {
         // least as large as one that failed since the last free fails again.
         if ChunkIdx::of(self.search_addr).0 >= self.end || npages >= self.doomed {
             return Err(oom);
+        }
+        if npages == 1
+            && let Some((base, zeroed)) = self.alloc_one_at_search_addr()
+        {
+            if let Some(f) = dirty
+                && !zeroed
+            {
+                f(base, 1);
+            }
+            return Ok(Allocation {
+                base,
+                npages,
+                zeroed_pages: usize::from(zeroed),
+            });
         }
         let (addr, candidate) = match self.find_at_search_addr(npages) {
             Some(f) => f,
@@ -674,6 +750,9 @@ impl<'m> PageAlloc<'m> {
     /// Frees `[base, base + npages pages)`, which must be allocated grown memory.
     /// Go: `(*pageAlloc).free`.
     pub fn free(&mut self, base: u64, npages: usize) -> Result<(), RangeOpError> {
+        if npages == 1 && base.is_multiple_of(PAGE_SIZE) && self.free_one_handed_out(base) {
+            return Ok(());
+        }
         self.check_range(base, npages)?;
         if let Err(page) = self.handed_out().take(base, npages) {
             return Err(self.why_not_handed_out(base, npages, page));
@@ -729,8 +808,8 @@ impl<'m> PageAlloc<'m> {
             // Fast path: one page in one chunk.
             let (ci, i) = (ChunkIdx::of(base), chunk_page_index(base));
             let k = self.grown_slot(ci);
-            let (_, alloc) = self.chunks.flip_one(k, i, false);
-            self.one_page_flipped(ci, i, &alloc, true);
+            self.chunks.flip_one(k, i, false);
+            self.one_page_flipped(ci, k, i, true);
         } else {
             self.for_each_chunk_piece(base, npages, |chunk, i, n| {
                 if n == PALLOC_CHUNK_PAGES {
