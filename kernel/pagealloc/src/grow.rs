@@ -9,7 +9,8 @@ use crate::handedout::WORDS_PER_CHUNK;
 use crate::index::*;
 use crate::layout::l2_blocks_of;
 use crate::metadata::NO_BLOCK;
-use crate::pallocbits::PallocData;
+use crate::pallocbits::{PallocBits, for_each_word_in_range};
+use crate::summary::FREE_CHUNK_SUM;
 use crate::ranges::{AddrRange, RangeError};
 use crate::tree::{Contents, PageAlloc};
 
@@ -64,15 +65,15 @@ impl PageAlloc<'_> {
             Err(e) => panic!("pagealloc: grown ranges rejected a checked region: {e}"),
         }
 
-        // Chunks seen for the first time start out allocated, so pages that no grow
-        // covers are never handed out.
+        // One pass: each chunk's words and leaf summary are written once, then the
+        // levels above are brought up to date over the region's chunks.
+        let (sc, ec) = (ChunkIdx::of(base).0, ChunkIdx::of(limit - 1).0);
+        let (si, ei) = (chunk_page_index(base), chunk_page_index(limit - 1));
+        let zeroed = contents == Contents::Zeroed;
         for b in b0..=b1 {
-            if self.chunk_map[b].load(Ordering::Relaxed) == NO_BLOCK {
+            let new = self.chunk_map[b].load(Ordering::Relaxed) == NO_BLOCK;
+            if new {
                 let first = self.l2_used * PALLOC_CHUNKS_L2_ENTRIES;
-                let mut all_allocated = PallocData::default();
-                all_allocated.alloc_all();
-                self.chunks
-                    .fill(first..first + PALLOC_CHUNKS_L2_ENTRIES, all_allocated);
                 let words =
                     first * WORDS_PER_CHUNK..(first + PALLOC_CHUNKS_L2_ENTRIES) * WORDS_PER_CHUNK;
                 for w in &self.handed_out[words] {
@@ -82,14 +83,48 @@ impl PageAlloc<'_> {
                 self.chunk_map[b].store(self.l2_used as u64, Ordering::Release);
                 self.l2_used += 1;
             }
-        }
-        let npages = (size_bytes >> PAGE_SHIFT) as usize;
-        self.for_each_chunk_piece(base, npages, |chunk, i, n| {
-            chunk.free(i, n);
-            if contents == Contents::Zeroed {
-                chunk.known_zero.set_range(i, n);
+            let block_first = b * PALLOC_CHUNKS_L2_ENTRIES;
+            for c in block_first..block_first + PALLOC_CHUNKS_L2_ENTRIES {
+                let k = self.grown_slot(ChunkIdx(c));
+                if c < sc || c > ec {
+                    // Chunks seen for the first time start out allocated, so pages
+                    // that no grow covers are never handed out.
+                    if new {
+                        self.chunks.store(k, [!0; 8], [0; 8]);
+                    }
+                    continue;
+                }
+                let i = if c == sc { si } else { 0 };
+                let j = if c == ec { ei } else { PALLOC_CHUNK_PAGES - 1 };
+                let n = j + 1 - i;
+                let (alloc, known_zero) = if n == PALLOC_CHUNK_PAGES {
+                    // Wholly grown now, so none of it was free (or known zero) before.
+                    ([0; 8], [if zeroed { !0 } else { 0 }; 8])
+                } else {
+                    let (mut alloc, mut known_zero) = if new {
+                        ([!0; 8], [0; 8])
+                    } else {
+                        (self.chunks.alloc_words(k), self.chunks.known_zero_words(k))
+                    };
+                    for_each_word_in_range(i, n, |w, mask| {
+                        alloc[w] &= !mask;
+                        if zeroed {
+                            known_zero[w] |= mask;
+                        }
+                    });
+                    (alloc, known_zero)
+                };
+                self.chunks.store(k, alloc, known_zero);
+                let sum = if alloc == [0; 8] {
+                    FREE_CHUNK_SUM
+                } else {
+                    PallocBits::from_words(alloc).summarize()
+                };
+                self.summary[LEAF].set(c, sum);
             }
-        });
+        }
+        self.leaves_written(sc, ec);
+        let npages = (size_bytes >> PAGE_SHIFT) as usize;
 
         self.start = self.start.min(ChunkIdx::of(base).0);
         self.end = self.end.max(ChunkIdx::of(limit - 1).0 + 1);
@@ -98,7 +133,6 @@ impl PageAlloc<'_> {
             self.search_addr = base;
         }
         self.free_pages += npages;
-        self.update(base, npages, true, false);
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use crate::errors::LayoutError;
 use crate::handedout::WORDS_PER_CHUNK;
 use crate::index::LEAF;
 use crate::index::{ChunkIdx, align_up};
-use crate::metadata::CHUNK_WORDS;
+use crate::metadata::{ALLOC_ONLY_CHUNK_WORDS, CHUNK_WORDS};
 use crate::ranges::AddrRange;
 
 /// Sizes of the metadata an allocator needs, computed before any of it exists so a
@@ -21,6 +21,8 @@ pub struct MetadataLayout {
     level_len: [usize; SUMMARY_LEVELS],
     /// Blocks of [`PALLOC_CHUNKS_L2_ENTRIES`] chunk bitmaps in the pool.
     pub(crate) l2_blocks: usize,
+    /// Whether each chunk keeps known-zero bits (see [`MetadataLayout::without_known_zero`]).
+    known_zero: bool,
 }
 
 impl MetadataLayout {
@@ -49,7 +51,31 @@ impl MetadataLayout {
             span_chunks,
             level_len,
             l2_blocks: l2_blocks.min(map_len),
+            known_zero: true,
         })
+    }
+
+    /// The same layout without the known-zero record: each chunk keeps its 8 words of
+    /// allocation bits only, which saves 32 KiB of metadata per GiB of grown memory
+    /// (about a third of it). The allocator then knows no page to be zero:
+    /// [`Allocation::zeroed_pages`](crate::Allocation::zeroed_pages) is always 0,
+    /// [`PageAlloc::free_zeroed`](crate::PageAlloc::free_zeroed) frees like
+    /// [`PageAlloc::free`](crate::PageAlloc::free), a grow with
+    /// [`Contents::Zeroed`](crate::Contents::Zeroed) records nothing, and every page
+    /// of an allocation is reported dirty. See the crate's "Known-zero pages" section
+    /// for the trade.
+    #[must_use]
+    pub const fn without_known_zero(self) -> MetadataLayout {
+        MetadataLayout {
+            known_zero: false,
+            ..self
+        }
+    }
+
+    /// Whether the allocator records which free pages are known to be zero (the
+    /// default; see [`MetadataLayout::without_known_zero`]).
+    pub const fn tracks_known_zero(&self) -> bool {
+        self.known_zero
     }
 
     /// The layout for exactly these regions: the span ends at the highest region's end,
@@ -79,7 +105,7 @@ impl MetadataLayout {
     pub fn words(&self) -> usize {
         self.summary_entries()
             + self.chunk_map_entries()
-            + self.chunk_entries() * CHUNK_WORDS
+            + self.chunk_entries() * self.chunk_words()
             + self.handed_out_words()
     }
 
@@ -96,6 +122,15 @@ impl MetadataLayout {
     /// Chunk-map entries: one per block of chunks in the span.
     pub(crate) const fn chunk_map_entries(&self) -> usize {
         self.span_chunks.div_ceil(PALLOC_CHUNKS_L2_ENTRIES)
+    }
+
+    /// Words of one entry of the pool of chunk bitmaps.
+    pub(crate) const fn chunk_words(&self) -> usize {
+        if self.known_zero {
+            CHUNK_WORDS
+        } else {
+            ALLOC_ONLY_CHUNK_WORDS
+        }
     }
 
     /// Entries of the pool of chunk bitmaps.

@@ -18,10 +18,13 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crate::consts::{SUMMARY_BLOCK_ENTRIES, SUMMARY_LEVELS};
 use crate::errors::LayoutError;
 use crate::layout::MetadataLayout;
-use crate::pallocbits::{PallocBits, PallocData};
+use crate::pallocbits::{PallocBits, PallocData, for_each_word_in_range};
 use crate::summary::PallocSum;
 
-/// Words of one chunk's bitmaps: 8 of allocation bits, then 8 of known-zero bits.
+/// Words of one chunk's allocation bits (the whole record without known-zero bits).
+pub(crate) const ALLOC_ONLY_CHUNK_WORDS: usize = 8;
+/// Words of one chunk's record with known-zero bits: 8 of allocation bits, then 8 of
+/// known-zero bits.
 pub(crate) const CHUNK_WORDS: usize = 16;
 
 /// Word `w` of a chunk's bitmaps that holds allocation bit `i` (`w < 8`).
@@ -72,43 +75,83 @@ impl Level<'_> {
     }
 }
 
-/// The pool of chunk bitmaps.
-pub(crate) struct Chunks<'m>(&'m mut [[AtomicU64; CHUNK_WORDS]]);
+/// The pool of chunk bitmaps: entry `k` is the `1 << shift` words from `k << shift`,
+/// its allocation bits and (with known-zero tracking on) its known-zero bits.
+pub(crate) struct Chunks<'m> {
+    words: &'m mut [AtomicU64],
+    /// log2 of an entry's words: 4 with known-zero bits, 3 without.
+    shift: u32,
+}
 
 impl Chunks<'_> {
-    /// A copy of entry `k`.
+    /// Whether entries hold known-zero bits.
     #[inline]
-    pub(crate) fn load(&self, k: usize) -> PallocData {
-        let w = &self.0[k];
-        PallocData::from_words(core::array::from_fn(|i| w[i].load(Relaxed)))
+    pub(crate) fn tracks_known_zero(&self) -> bool {
+        self.shift == CHUNK_WORDS.trailing_zeros()
     }
 
-    /// Word `w` of entry `k` (see [`ALLOC_WORDS`], [`KNOWN_ZERO_WORDS`]).
+    /// The words of entry `k`.
+    #[inline]
+    fn entry(&self, k: usize) -> &[AtomicU64] {
+        &self.words[k << self.shift..(k + 1) << self.shift]
+    }
+
+    /// The words of entry `k`, to change.
+    #[inline]
+    fn entry_mut(&mut self, k: usize) -> &mut [AtomicU64] {
+        &mut self.words[k << self.shift..(k + 1) << self.shift]
+    }
+
+    /// A copy of entry `k` (known-zero bits all clear without tracking).
+    #[inline]
+    pub(crate) fn load(&self, k: usize) -> PallocData {
+        let w = self.entry(k);
+        PallocData::from_words(core::array::from_fn(|i| {
+            w.get(i).map_or(0, |x| x.load(Relaxed))
+        }))
+    }
+
+    /// Word `w` of entry `k` (see [`ALLOC_WORDS`], [`KNOWN_ZERO_WORDS`]); a known-zero
+    /// word is 0 without tracking.
     #[inline]
     pub(crate) fn word(&self, k: usize, w: usize) -> u64 {
-        self.0[k][w].load(Relaxed)
+        self.entry(k).get(w).map_or(0, |x| x.load(Relaxed))
     }
 
     /// A copy of the allocation bits of entry `k` (half the words of [`Chunks::load`]).
     #[inline]
     pub(crate) fn load_alloc(&self, k: usize) -> PallocBits {
-        let w = &self.0[k];
-        PallocBits::from_words(core::array::from_fn(|i| w[ALLOC_WORDS + i].load(Relaxed)))
+        PallocBits::from_words(self.alloc_words(k))
+    }
+
+    /// The allocation words of entry `k`.
+    #[inline]
+    pub(crate) fn alloc_words(&self, k: usize) -> [u64; 8] {
+        let w = self.entry(k);
+        core::array::from_fn(|i| w[ALLOC_WORDS + i].load(Relaxed))
+    }
+
+    /// The known-zero words of entry `k` (all 0 without tracking).
+    #[inline]
+    pub(crate) fn known_zero_words(&self, k: usize) -> [u64; 8] {
+        core::array::from_fn(|i| self.word(k, KNOWN_ZERO_WORDS + i))
     }
 
     /// Sets (`allocated`) or clears the allocation bit of page `i` of entry `k`; an
     /// allocation also clears the page's known-zero bit, and says whether it was set.
     /// Returns that and the allocation words after the change. The single-page paths use
-    /// this instead of [`Chunks::with`], which copies all 16 words both ways.
+    /// this instead of [`Chunks::with`], which copies the whole entry both ways.
     #[inline]
     pub(crate) fn flip_one(&mut self, k: usize, i: usize, allocated: bool) -> (bool, [u64; 8]) {
-        let w = &mut self.0[k];
+        let w = self.entry_mut(k);
         let (word, bit) = (i / 64, 1u64 << (i % 64));
         let mut zeroed = false;
         if allocated {
-            let z = w[KNOWN_ZERO_WORDS + word].get_mut();
-            zeroed = *z & bit != 0;
-            *z &= !bit;
+            if let Some(z) = w.get_mut(KNOWN_ZERO_WORDS + word) {
+                let z = z.get_mut();
+                zeroed = *z & bit != 0;
+                *z &= !bit;
+            }
             *w[ALLOC_WORDS + word].get_mut() |= bit;
         } else {
             *w[ALLOC_WORDS + word].get_mut() &= !bit;
@@ -119,26 +162,62 @@ impl Chunks<'_> {
         )
     }
 
-    /// Runs `f` on entry `k` and stores what it leaves.
+    /// Marks pages `[i, i + n)` of entry `k` allocated and not zero, touching only the
+    /// words the range covers; returns how many of them were known to be zero.
     #[inline]
-    pub(crate) fn with<R>(&mut self, k: usize, f: impl FnOnce(&mut PallocData) -> R) -> R {
-        let words = &mut self.0[k];
-        let mut data = PallocData::from_words(words.each_mut().map(|w| *w.get_mut()));
-        let r = f(&mut data);
-        for (w, v) in words.iter_mut().zip(data.words()) {
-            *w.get_mut() = v;
-        }
-        r
+    pub(crate) fn alloc_range(&mut self, k: usize, i: usize, n: usize) -> usize {
+        let w = self.entry_mut(k);
+        let mut zeroed = 0;
+        for_each_word_in_range(i, n, |j, mask| {
+            if let Some(z) = w.get_mut(KNOWN_ZERO_WORDS + j) {
+                let z = z.get_mut();
+                zeroed += (*z & mask).count_ones() as usize;
+                *z &= !mask;
+            }
+            *w[ALLOC_WORDS + j].get_mut() |= mask;
+        });
+        zeroed
     }
 
-    /// Sets entries `r` to `data`.
-    pub(crate) fn fill(&mut self, r: Range<usize>, data: PallocData) {
-        let words = data.words();
-        for e in &mut self.0[r] {
-            for (w, v) in e.iter_mut().zip(words) {
-                *w.get_mut() = v;
-            }
+    /// Marks pages `[i, i + n)` of entry `k` free, touching only the words the range
+    /// covers; their known-zero bits are left alone (a freed page is dirty).
+    #[inline]
+    pub(crate) fn free_range(&mut self, k: usize, i: usize, n: usize) {
+        let w = self.entry_mut(k);
+        for_each_word_in_range(i, n, |j, mask| *w[ALLOC_WORDS + j].get_mut() &= !mask);
+    }
+
+    /// Sets the known-zero bits of pages `[i, i + n)` of entry `k` (nothing without
+    /// tracking).
+    #[inline]
+    pub(crate) fn set_known_zero(&mut self, k: usize, i: usize, n: usize) {
+        let w = self.entry_mut(k);
+        if w.len() > KNOWN_ZERO_WORDS {
+            for_each_word_in_range(i, n, |j, mask| {
+                *w[KNOWN_ZERO_WORDS + j].get_mut() |= mask;
+            });
         }
+    }
+
+    /// Stores entry `k`'s allocation and known-zero words (the latter dropped without
+    /// tracking).
+    #[inline]
+    pub(crate) fn store(&mut self, k: usize, alloc: [u64; 8], known_zero: [u64; 8]) {
+        let w = self.entry_mut(k);
+        let all = alloc.iter().chain(&known_zero);
+        for (x, &v) in w.iter_mut().zip(all) {
+            *x.get_mut() = v;
+        }
+    }
+
+    /// Runs `f` on entry `k` and stores what it leaves (without tracking, `f` sees no
+    /// known-zero bits and what it sets there is dropped).
+    #[inline]
+    pub(crate) fn with<R>(&mut self, k: usize, f: impl FnOnce(&mut PallocData) -> R) -> R {
+        let mut data = self.load(k);
+        let r = f(&mut data);
+        self.store(k, *data.alloc.words(), *data.known_zero.words());
+        r
     }
 }
 
@@ -182,12 +261,16 @@ pub(crate) fn split<'m>(
     for w in chunk_map.iter_mut() {
         *w.get_mut() = NO_BLOCK;
     }
-    let (chunks, _) = take(layout.chunk_entries() * CHUNK_WORDS).as_chunks_mut::<CHUNK_WORDS>();
+    let chunk_words = layout.chunk_words();
+    let chunks = Chunks {
+        words: take(layout.chunk_entries() * chunk_words),
+        shift: chunk_words.trailing_zeros(),
+    };
     let handed_out = take(layout.handed_out_words());
     Ok(Parts {
         summary,
         chunk_map,
-        chunks: Chunks(chunks),
+        chunks,
         handed_out,
     })
 }

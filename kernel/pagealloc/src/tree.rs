@@ -114,7 +114,9 @@ pub(crate) fn one_page_keeps_summary(
 pub enum Contents {
     /// Contents unknown (boot RAM): the pages' zeroed bits start clear.
     Unknown,
-    /// Known to be zero (Go's fresh OS memory): the zeroed bits start set.
+    /// Known to be zero (Go's fresh OS memory): the zeroed bits start set. Without
+    /// known-zero tracking ([`MetadataLayout::without_known_zero`]) nothing is recorded:
+    /// the same as [`Contents::Unknown`].
     Zeroed,
 }
 
@@ -276,13 +278,14 @@ impl<'m> PageAlloc<'m> {
         self.search_addr
     }
 
-    /// Calls `f(chunk, first_page, npages)` for each chunk's part of
-    /// `[base, base + npages pages)`, in address order.
+    /// Calls `f(chunks, slot, first_page, npages)` for each chunk's part of
+    /// `[base, base + npages pages)`, in address order; `slot` is the chunk's entry in
+    /// `chunks`, whose words `f` changes in place.
     pub(crate) fn for_each_chunk_piece(
         &mut self,
         base: u64,
         npages: usize,
-        mut f: impl FnMut(&mut PallocData, usize, usize),
+        mut f: impl FnMut(&mut Chunks<'m>, usize, usize, usize),
     ) {
         let limit = base + ((npages as u64) << PAGE_SHIFT) - 1;
         let (sc, ec) = (ChunkIdx::of(base).0, ChunkIdx::of(limit).0);
@@ -290,7 +293,8 @@ impl<'m> PageAlloc<'m> {
         for c in sc..=ec {
             let i = if c == sc { si } else { 0 };
             let j = if c == ec { ei } else { PALLOC_CHUNK_PAGES - 1 };
-            self.with_chunk(ChunkIdx(c), |chunk| f(chunk, i, j + 1 - i));
+            let k = self.grown_slot(ChunkIdx(c));
+            f(&mut self.chunks, k, i, j + 1 - i);
         }
     }
 
@@ -375,13 +379,8 @@ impl<'m> PageAlloc<'m> {
             return zeroed;
         }
         let mut zeroed = 0;
-        self.for_each_chunk_piece(base, npages, |chunk, i, n| {
-            zeroed += chunk.known_zero.popcnt_range(i, n);
-            if n == PALLOC_CHUNK_PAGES {
-                chunk.alloc_all();
-            } else {
-                chunk.alloc_range(i, n);
-            }
+        self.for_each_chunk_piece(base, npages, |chunks, k, i, n| {
+            zeroed += chunks.alloc_range(k, i, n);
         });
         self.update(base, npages, true, true);
         self.free_pages -= npages;
@@ -409,8 +408,13 @@ impl<'m> PageAlloc<'m> {
     }
 
     /// Calls `f(base, npages)` for each maximal run of `[base, base + npages pages)`
-    /// whose zeroed bits are clear, in address order.
+    /// whose zeroed bits are clear, in address order (the whole range without
+    /// known-zero tracking).
     pub(crate) fn visit_dirty(&self, base: u64, npages: usize, f: &mut dyn FnMut(u64, usize)) {
+        if !self.chunks.tracks_known_zero() {
+            f(base, npages);
+            return;
+        }
         let mut run: Option<(u64, usize)> = None;
         for p in 0..npages {
             let addr = base + ((p as u64) << PAGE_SHIFT);
@@ -713,10 +717,16 @@ impl<'m> PageAlloc<'m> {
 
     /// Frees pages whose contents the caller has zeroed (e.g. emptied page tables): like
     /// [`PageAlloc::free`], and their zeroed bits are set, so the next allocation reports
-    /// them as zero (not in Go, whose scavenger sets these bits on free memory).
+    /// them as zero (not in Go, whose scavenger sets these bits on free memory). Without
+    /// known-zero tracking ([`MetadataLayout::without_known_zero`]) exactly
+    /// [`PageAlloc::free`].
     pub fn free_zeroed(&mut self, base: u64, npages: usize) -> Result<(), RangeOpError> {
         self.free(base, npages)?;
-        self.for_each_chunk_piece(base, npages, |chunk, i, n| chunk.known_zero.set_range(i, n));
+        if self.chunks.tracks_known_zero() {
+            self.for_each_chunk_piece(base, npages, |chunks, k, i, n| {
+                chunks.set_known_zero(k, i, n);
+            });
+        }
         Ok(())
     }
 
@@ -737,12 +747,8 @@ impl<'m> PageAlloc<'m> {
                 return;
             }
         } else {
-            self.for_each_chunk_piece(base, npages, |chunk, i, n| {
-                if n == PALLOC_CHUNK_PAGES {
-                    chunk.free_all();
-                } else {
-                    chunk.free(i, n);
-                }
+            self.for_each_chunk_piece(base, npages, |chunks, k, i, n| {
+                chunks.free_range(k, i, n);
             });
         }
         self.free_pages += npages;
@@ -777,6 +783,30 @@ impl<'m> PageAlloc<'m> {
 
     pub(crate) fn chunk_bounds(&self) -> (usize, usize) {
         (self.start, self.end)
+    }
+
+    /// Leaf summaries `first_chunk..=last_chunk` were written directly; brings the
+    /// levels above up to date (merges the 8 children of every entry above the range,
+    /// level by level, while something changes).
+    pub(crate) fn leaves_written(&mut self, first_chunk: usize, last_chunk: usize) {
+        let (mut lo, mut hi) = (first_chunk, last_chunk);
+        for l in (0..LEAF).rev() {
+            lo >>= SUMMARY_LEVEL_BITS;
+            hi >>= SUMMARY_LEVEL_BITS;
+            let log_max_pages = LEVEL_LOG_PAGES[l + 1];
+            let mut changed = false;
+            for i in lo..=hi {
+                let children = self.summary[l + 1].block(i << SUMMARY_LEVEL_BITS);
+                let sum = merge_summaries(&children, log_max_pages);
+                if self.summary[l].get(i) != sum {
+                    self.summary[l].set(i, sum);
+                    changed = true;
+                }
+            }
+            if !changed {
+                return;
+            }
+        }
     }
 }
 
