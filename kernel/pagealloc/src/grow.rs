@@ -10,8 +10,8 @@ use crate::index::*;
 use crate::layout::l2_blocks_of;
 use crate::metadata::NO_BLOCK;
 use crate::pallocbits::{PallocBits, for_each_word_in_range};
-use crate::summary::FREE_CHUNK_SUM;
 use crate::ranges::{AddrRange, RangeError};
+use crate::summary::FREE_CHUNK_SUM;
 use crate::tree::{Contents, PageAlloc};
 
 impl PageAlloc<'_> {

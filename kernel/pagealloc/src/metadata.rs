@@ -10,7 +10,9 @@
 //! `AtomicU64`'s layout, equal to `u64`'s, allows). The summaries and chunk bitmaps,
 //! which only `&mut PageAlloc` changes, are written through `AtomicU64::get_mut` (plain
 //! stores) and read with relaxed loads (plain loads on x86_64); a chunk's bitmaps are
-//! copied into a [`PallocData`] value to be searched or changed, and written back.
+//! changed in place, word by word, or copied into a [`PallocData`] value to be searched
+//! or changed, and written back. A chunk's record is 16 words (allocation, then
+//! known-zero bits) or, without known-zero tracking, 8.
 
 use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};

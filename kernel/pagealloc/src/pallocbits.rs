@@ -245,13 +245,19 @@ impl PageBits {
         self.0[i / 64] |= 1 << (i % 64);
     }
 
-    #[cfg_attr(not(any(test, feature = "testutil", feature = "check")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(test, feature = "testutil", feature = "check")),
+        allow(dead_code)
+    )]
     /// Sets bits `[i, i + n)`. Go: `(*pageBits).setRange`.
     pub(crate) fn set_range(&mut self, i: usize, n: usize) {
         for_each_word_in_range(i, n, |k, mask| self.0[k] |= mask);
     }
 
-    #[cfg_attr(not(any(test, feature = "testutil", feature = "check")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(test, feature = "testutil", feature = "check")),
+        allow(dead_code)
+    )]
     /// Sets every bit. Go: `(*pageBits).setAll`.
     pub(crate) fn set_all(&mut self) {
         self.0 = [!0; WORDS];
@@ -269,13 +275,19 @@ impl PageBits {
         self.0[i / 64] &= !(1 << (i % 64));
     }
 
-    #[cfg_attr(not(any(test, feature = "testutil", feature = "check")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(test, feature = "testutil", feature = "check")),
+        allow(dead_code)
+    )]
     /// Clears bits `[i, i + n)`. Go: `(*pageBits).clearRange`.
     pub(crate) fn clear_range(&mut self, i: usize, n: usize) {
         for_each_word_in_range(i, n, |k, mask| self.0[k] &= !mask);
     }
 
-    #[cfg_attr(not(any(test, feature = "testutil", feature = "check")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(test, feature = "testutil", feature = "check")),
+        allow(dead_code)
+    )]
     /// Clears every bit. Go: `(*pageBits).clearAll`.
     pub(crate) fn clear_all(&mut self) {
         self.0 = [0; WORDS];
@@ -532,13 +544,19 @@ impl PallocBits {
         }
     }
 
-    #[cfg_attr(not(any(test, feature = "testutil", feature = "check")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(test, feature = "testutil", feature = "check")),
+        allow(dead_code)
+    )]
     /// Marks pages `[i, i + n)` allocated. Go: `(*pallocBits).allocRange`.
     pub fn alloc_range(&mut self, i: usize, n: usize) {
         self.0.set_range(i, n);
     }
 
-    #[cfg_attr(not(any(test, feature = "testutil", feature = "check")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(test, feature = "testutil", feature = "check")),
+        allow(dead_code)
+    )]
     /// Marks every page allocated. Go: `(*pallocBits).allocAll`.
     pub fn alloc_all(&mut self) {
         self.0.set_all();
@@ -549,13 +567,19 @@ impl PallocBits {
         self.0.clear(i);
     }
 
-    #[cfg_attr(not(any(test, feature = "testutil", feature = "check")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(test, feature = "testutil", feature = "check")),
+        allow(dead_code)
+    )]
     /// Marks pages `[i, i + n)` free. Go: `(*pallocBits).free`.
     pub fn free(&mut self, i: usize, n: usize) {
         self.0.clear_range(i, n);
     }
 
-    #[cfg_attr(not(any(test, feature = "testutil", feature = "check")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(test, feature = "testutil", feature = "check")),
+        allow(dead_code)
+    )]
     /// Marks every page free. Go: `(*pallocBits).freeAll`.
     pub fn free_all(&mut self) {
         self.0.clear_all();
@@ -728,7 +752,10 @@ impl PallocData {
     }
 
     #[cfg_attr(not(test), allow(dead_code))]
-    #[cfg_attr(not(any(test, feature = "testutil", feature = "check")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(test, feature = "testutil", feature = "check")),
+        allow(dead_code)
+    )]
     /// Marks pages `[i, i + n)` allocated and not zero. Go: `(*pallocData).allocRange`.
     pub(crate) fn alloc_range(&mut self, i: usize, n: usize) {
         self.alloc.alloc_range(i, n);

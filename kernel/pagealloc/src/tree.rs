@@ -20,8 +20,8 @@
 //! of chunk map per 32 MiB). Memory near the top of the address space therefore costs
 //! as much of them as if everything below it existed: 64 MiB just below 256 TiB (the
 //! 48-bit limit) needs about 1.29 GB of summaries. The chunk bitmaps (128 bytes per
-//! chunk) and the handed-out bits (64 bytes per chunk) are sparse: they exist only for
-//! the 32 MiB blocks that some grown region touches. Sizing the dense part from the
+//! chunk, 64 without known-zero bits) and the handed-out bits (64 bytes per chunk) are
+//! sparse: they exist only for the 32 MiB blocks that some grown region touches. Sizing the dense part from the
 //! lowest grown address instead would need an offset in every index; physical memory
 //! maps of real machines start near 0, so this port keeps Go's layout.
 //!
