@@ -83,9 +83,10 @@ impl PageAlloc<'_> {
                 self.chunk_map[b].store(self.l2_used as u64, Ordering::Release);
                 self.l2_used += 1;
             }
-            let block_first = b * PALLOC_CHUNKS_L2_ENTRIES;
-            for c in block_first..block_first + PALLOC_CHUNKS_L2_ENTRIES {
-                let k = self.grown_slot(ChunkIdx(c));
+            let first_slot =
+                self.chunk_map[b].load(Ordering::Relaxed) as usize * PALLOC_CHUNKS_L2_ENTRIES;
+            for s in 0..PALLOC_CHUNKS_L2_ENTRIES {
+                let (c, k) = (b * PALLOC_CHUNKS_L2_ENTRIES + s, first_slot + s);
                 if c < sc || c > ec {
                     // Chunks seen for the first time start out allocated, so pages
                     // that no grow covers are never handed out.

@@ -107,10 +107,7 @@ impl Chunks<'_> {
     /// A copy of entry `k` (known-zero bits all clear without tracking).
     #[inline]
     pub(crate) fn load(&self, k: usize) -> PallocData {
-        let w = self.entry(k);
-        PallocData::from_words(core::array::from_fn(|i| {
-            w.get(i).map_or(0, |x| x.load(Relaxed))
-        }))
+        PallocData::from_parts(self.alloc_words(k), self.known_zero_words(k))
     }
 
     /// Word `w` of entry `k` (see [`ALLOC_WORDS`], [`KNOWN_ZERO_WORDS`]); a known-zero
@@ -136,7 +133,11 @@ impl Chunks<'_> {
     /// The known-zero words of entry `k` (all 0 without tracking).
     #[inline]
     pub(crate) fn known_zero_words(&self, k: usize) -> [u64; 8] {
-        core::array::from_fn(|i| self.word(k, KNOWN_ZERO_WORDS + i))
+        if !self.tracks_known_zero() {
+            return [0; 8];
+        }
+        let w = self.entry(k);
+        core::array::from_fn(|i| w[KNOWN_ZERO_WORDS + i].load(Relaxed))
     }
 
     /// Sets (`allocated`) or clears the allocation bit of page `i` of entry `k`; an
@@ -205,10 +206,18 @@ impl Chunks<'_> {
     /// tracking).
     #[inline]
     pub(crate) fn store(&mut self, k: usize, alloc: [u64; 8], known_zero: [u64; 8]) {
+        let tracks = self.tracks_known_zero();
         let w = self.entry_mut(k);
-        let all = alloc.iter().chain(&known_zero);
-        for (x, &v) in w.iter_mut().zip(all) {
+        for (x, v) in w[ALLOC_WORDS..ALLOC_WORDS + 8].iter_mut().zip(alloc) {
             *x.get_mut() = v;
+        }
+        if tracks {
+            for (x, v) in w[KNOWN_ZERO_WORDS..KNOWN_ZERO_WORDS + 8]
+                .iter_mut()
+                .zip(known_zero)
+            {
+                *x.get_mut() = v;
+            }
         }
     }
 
@@ -275,4 +284,84 @@ pub(crate) fn split<'m>(
         chunks,
         handed_out,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::consts::PALLOC_CHUNK_PAGES;
+    use crate::testutil::Rng;
+
+    /// The in-place range operations against [`PallocData`]'s, with and without
+    /// known-zero words; neighbouring entries never change.
+    #[test]
+    fn in_place_changes_match_palloc_data() {
+        for known_zero in [true, false] {
+            let stride = if known_zero {
+                CHUNK_WORDS
+            } else {
+                ALLOC_ONLY_CHUNK_WORDS
+            };
+            let mut words: Vec<AtomicU64> = (0..3 * stride).map(|_| AtomicU64::new(0)).collect();
+            let mut chunks = Chunks {
+                words: &mut words,
+                shift: stride.trailing_zeros(),
+            };
+            assert_eq!(chunks.tracks_known_zero(), known_zero);
+            let mut r = Rng(0x1234_5678_9abc_def1);
+            let mut want = [PallocData::default(); 3];
+            for (k, w) in want.iter_mut().enumerate() {
+                let alloc = core::array::from_fn(|_| r.next());
+                let zero: [u64; 8] = core::array::from_fn(|j| r.next() & !alloc[j]);
+                chunks.store(k, alloc, zero);
+                *w = PallocData::from_parts(alloc, if known_zero { zero } else { [0; 8] });
+            }
+            for step in 0..2000 {
+                let k = r.below(3) as usize;
+                let i = r.below(PALLOC_CHUNK_PAGES as u64) as usize;
+                let n = match r.below(4) {
+                    0 => PALLOC_CHUNK_PAGES - i,
+                    1 => 1,
+                    _ => 1 + r.below((PALLOC_CHUNK_PAGES - i) as u64) as usize,
+                };
+                let w = &mut want[k];
+                match r.below(4) {
+                    0 => {
+                        let zeroed = w.known_zero.popcnt_range(i, n);
+                        w.alloc_range(i, n);
+                        assert_eq!(chunks.alloc_range(k, i, n), zeroed, "step {step}");
+                    }
+                    1 => {
+                        w.free(i, n);
+                        chunks.free_range(k, i, n);
+                    }
+                    2 => {
+                        // Only free pages become known zero, as the callers ensure.
+                        w.free(i, n);
+                        if known_zero {
+                            w.known_zero.set_range(i, n);
+                        }
+                        chunks.free_range(k, i, n);
+                        chunks.set_known_zero(k, i, n);
+                    }
+                    _ => {
+                        let allocated = r.below(2) == 0;
+                        let zeroed = allocated && w.known_zero.get(i);
+                        if allocated {
+                            w.alloc_range(i, 1);
+                        } else {
+                            w.free(i, 1);
+                        }
+                        let (z, alloc) = chunks.flip_one(k, i, allocated);
+                        assert_eq!((z, &alloc), (zeroed, w.alloc.words()), "step {step}");
+                    }
+                }
+                for (k, w) in want.iter().enumerate() {
+                    assert_eq!(chunks.load(k), *w, "step {step}, entry {k}");
+                }
+            }
+        }
+    }
 }

@@ -741,17 +741,15 @@ pub struct PallocData {
 }
 
 impl PallocData {
-    /// The bitmaps from their 16 words: allocation bits, then known-zero bits.
+    /// The bitmaps from their words: allocation bits, known-zero bits.
     #[inline]
-    pub(crate) fn from_words(w: [u64; 2 * WORDS]) -> PallocData {
-        let (a, z) = w.split_at(WORDS);
+    pub(crate) const fn from_parts(alloc: [u64; WORDS], known_zero: [u64; WORDS]) -> PallocData {
         PallocData {
-            alloc: PallocBits(PageBits(a.try_into().expect("8 words"))),
-            known_zero: PageBits(z.try_into().expect("8 words")),
+            alloc: PallocBits(PageBits(alloc)),
+            known_zero: PageBits(known_zero),
         }
     }
 
-    #[cfg_attr(not(test), allow(dead_code))]
     #[cfg_attr(
         not(any(test, feature = "testutil", feature = "check")),
         allow(dead_code)
