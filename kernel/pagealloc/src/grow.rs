@@ -70,6 +70,12 @@ impl PageAlloc<'_> {
         let (sc, ec) = (ChunkIdx::of(base).0, ChunkIdx::of(limit - 1).0);
         let (si, ei) = (chunk_page_index(base), chunk_page_index(limit - 1));
         let zeroed = contents == Contents::Zeroed;
+        // Chunks seen for the first time start out allocated, so pages that no grow
+        // covers are never handed out; chunks wholly inside the region are free.
+        let (all_allocated, whole_free) = (
+            ([!0; 8], [0; 8]),
+            ([0; 8], [if zeroed { !0 } else { 0 }; 8]),
+        );
         for b in b0..=b1 {
             let new = self.chunk_map[b].load(Ordering::Relaxed) == NO_BLOCK;
             if new {
@@ -83,45 +89,34 @@ impl PageAlloc<'_> {
                 self.chunk_map[b].store(self.l2_used as u64, Ordering::Release);
                 self.l2_used += 1;
             }
-            let first_slot =
-                self.chunk_map[b].load(Ordering::Relaxed) as usize * PALLOC_CHUNKS_L2_ENTRIES;
-            for s in 0..PALLOC_CHUNKS_L2_ENTRIES {
-                let (c, k) = (b * PALLOC_CHUNKS_L2_ENTRIES + s, first_slot + s);
-                if c < sc || c > ec {
-                    // Chunks seen for the first time start out allocated, so pages
-                    // that no grow covers are never handed out.
-                    if new {
-                        self.chunks.store(k, [!0; 8], [0; 8]);
-                    }
-                    continue;
-                }
+            // This block's chunks [c0, c1) and pool slots from `k0`; the region covers
+            // [lo, hi) of them, wholly [whole_lo, whole_hi).
+            let c0 = b * PALLOC_CHUNKS_L2_ENTRIES;
+            let c1 = c0 + PALLOC_CHUNKS_L2_ENTRIES;
+            let k0 = self.chunk_map[b].load(Ordering::Relaxed) as usize * PALLOC_CHUNKS_L2_ENTRIES;
+            let (lo, hi) = (sc.max(c0), (ec + 1).min(c1));
+            let whole_lo = if lo == sc && si != 0 { lo + 1 } else { lo };
+            let whole_hi = if hi == ec + 1 && ei != PALLOC_CHUNK_PAGES - 1 {
+                hi - 1
+            } else {
+                hi
+            };
+            if new {
+                self.chunks.fill(k0..k0 + (lo - c0), all_allocated);
+                self.chunks
+                    .fill(k0 + (hi - c0)..k0 + PALLOC_CHUNKS_L2_ENTRIES, all_allocated);
+            }
+            if whole_lo < whole_hi {
+                // None of these pages was free (or known zero) before.
+                self.chunks
+                    .fill(k0 + (whole_lo - c0)..k0 + (whole_hi - c0), whole_free);
+                self.summary[LEAF].fill(whole_lo..whole_hi, FREE_CHUNK_SUM);
+            }
+            // At most two chunks, at the region's ends, are grown in part.
+            for c in (lo..whole_lo).chain(whole_hi.max(whole_lo)..hi) {
                 let i = if c == sc { si } else { 0 };
                 let j = if c == ec { ei } else { PALLOC_CHUNK_PAGES - 1 };
-                let n = j + 1 - i;
-                let (alloc, known_zero) = if n == PALLOC_CHUNK_PAGES {
-                    // Wholly grown now, so none of it was free (or known zero) before.
-                    ([0; 8], [if zeroed { !0 } else { 0 }; 8])
-                } else {
-                    let (mut alloc, mut known_zero) = if new {
-                        ([!0; 8], [0; 8])
-                    } else {
-                        (self.chunks.alloc_words(k), self.chunks.known_zero_words(k))
-                    };
-                    for_each_word_in_range(i, n, |w, mask| {
-                        alloc[w] &= !mask;
-                        if zeroed {
-                            known_zero[w] |= mask;
-                        }
-                    });
-                    (alloc, known_zero)
-                };
-                self.chunks.store(k, alloc, known_zero);
-                let sum = if alloc == [0; 8] {
-                    FREE_CHUNK_SUM
-                } else {
-                    PallocBits::from_words(alloc).summarize()
-                };
-                self.summary[LEAF].set(c, sum);
+                self.grow_part_of_chunk(c, k0 + (c - c0), new, i, j + 1 - i, zeroed);
             }
         }
         self.leaves_written(sc, ec);
@@ -135,5 +130,37 @@ impl PageAlloc<'_> {
         }
         self.free_pages += npages;
         Ok(())
+    }
+
+    /// Frees pages `[i, i + n)` of chunk `c` (pool slot `k`, all allocated before if
+    /// its block is `new`) for a grow, and writes its leaf summary.
+    fn grow_part_of_chunk(
+        &mut self,
+        c: usize,
+        k: usize,
+        new: bool,
+        i: usize,
+        n: usize,
+        zeroed: bool,
+    ) {
+        let (mut alloc, mut known_zero) = if new {
+            ([!0; 8], [0; 8])
+        } else {
+            (self.chunks.alloc_words(k), self.chunks.known_zero_words(k))
+        };
+        for_each_word_in_range(i, n, |w, mask| {
+            alloc[w] &= !mask;
+            if zeroed {
+                known_zero[w] |= mask;
+            }
+        });
+        self.chunks.store(k, alloc, known_zero);
+        // Free by now when earlier grows covered the rest of the chunk.
+        let sum = if alloc.iter().all(|&w| w == 0) {
+            FREE_CHUNK_SUM
+        } else {
+            PallocBits::from_words(alloc).summarize()
+        };
+        self.summary[LEAF].set(c, sum);
     }
 }

@@ -221,6 +221,25 @@ impl Chunks<'_> {
         }
     }
 
+    /// Sets entries `r` to `(alloc, known_zero)` words, as [`Chunks::store`] does each.
+    pub(crate) fn fill(&mut self, r: Range<usize>, (alloc, known_zero): ([u64; 8], [u64; 8])) {
+        let tracks = self.tracks_known_zero();
+        let stride = 1 << self.shift;
+        for e in self.words[r.start << self.shift..r.end << self.shift].chunks_exact_mut(stride) {
+            for (x, v) in e[ALLOC_WORDS..ALLOC_WORDS + 8].iter_mut().zip(alloc) {
+                *x.get_mut() = v;
+            }
+            if tracks {
+                for (x, v) in e[KNOWN_ZERO_WORDS..KNOWN_ZERO_WORDS + 8]
+                    .iter_mut()
+                    .zip(known_zero)
+                {
+                    *x.get_mut() = v;
+                }
+            }
+        }
+    }
+
     /// Runs `f` on entry `k` and stores what it leaves (without tracking, `f` sees no
     /// known-zero bits and what it sets there is dropped).
     #[inline]
