@@ -29,7 +29,8 @@ pub(crate) const ALLOC_ONLY_CHUNK_WORDS: usize = 8;
 /// known-zero bits.
 pub(crate) const CHUNK_WORDS: usize = 16;
 
-/// Word `w` of a chunk's bitmaps that holds allocation bit `i` (`w < 8`).
+/// Word `w` of a chunk's record that holds allocation bit `i` (`w < 8`; see
+/// [`Chunks::word`]).
 pub(crate) const ALLOC_WORDS: usize = 0;
 /// Word `8 + i / 64` holds the known-zero bit of page `i`.
 pub(crate) const KNOWN_ZERO_WORDS: usize = 8;
@@ -77,31 +78,23 @@ impl Level<'_> {
     }
 }
 
-/// The pool of chunk bitmaps: entry `k` is the `1 << shift` words from `k << shift`,
-/// its allocation bits and (with known-zero tracking on) its known-zero bits.
+/// The pool of chunk bitmaps: entry `k`'s allocation words, and (with known-zero
+/// tracking on) its known-zero words in a second array of the same length. Apart, each
+/// part of an entry is one fixed-size array (one bounds check to reach it, the cost it had
+/// when the entry was 16 interleaved words), and the allocation bits that searches read
+/// lie densely, one cache line per chunk.
 pub(crate) struct Chunks<'m> {
-    words: &'m mut [AtomicU64],
-    /// log2 of an entry's words: 4 with known-zero bits, 3 without.
-    shift: u32,
+    alloc: &'m mut [[AtomicU64; 8]],
+    /// Empty without known-zero tracking.
+    known_zero: &'m mut [[AtomicU64; 8]],
+    tracks_known_zero: bool,
 }
 
 impl Chunks<'_> {
     /// Whether entries hold known-zero bits.
     #[inline]
     pub(crate) fn tracks_known_zero(&self) -> bool {
-        self.shift == CHUNK_WORDS.trailing_zeros()
-    }
-
-    /// The words of entry `k`.
-    #[inline]
-    fn entry(&self, k: usize) -> &[AtomicU64] {
-        &self.words[k << self.shift..(k + 1) << self.shift]
-    }
-
-    /// The words of entry `k`, to change.
-    #[inline]
-    fn entry_mut(&mut self, k: usize) -> &mut [AtomicU64] {
-        &mut self.words[k << self.shift..(k + 1) << self.shift]
+        self.tracks_known_zero
     }
 
     /// A copy of entry `k` (known-zero bits all clear without tracking).
@@ -114,7 +107,13 @@ impl Chunks<'_> {
     /// word is 0 without tracking.
     #[inline]
     pub(crate) fn word(&self, k: usize, w: usize) -> u64 {
-        self.entry(k).get(w).map_or(0, |x| x.load(Relaxed))
+        if w < KNOWN_ZERO_WORDS {
+            self.alloc[k][w - ALLOC_WORDS].load(Relaxed)
+        } else {
+            self.known_zero
+                .get(k)
+                .map_or(0, |z| z[w - KNOWN_ZERO_WORDS].load(Relaxed))
+        }
     }
 
     /// A copy of the allocation bits of entry `k` (half the words of [`Chunks::load`]).
@@ -126,18 +125,15 @@ impl Chunks<'_> {
     /// The allocation words of entry `k`.
     #[inline]
     pub(crate) fn alloc_words(&self, k: usize) -> [u64; 8] {
-        let w = self.entry(k);
-        core::array::from_fn(|i| w[ALLOC_WORDS + i].load(Relaxed))
+        self.alloc[k].each_ref().map(|w| w.load(Relaxed))
     }
 
     /// The known-zero words of entry `k` (all 0 without tracking).
     #[inline]
     pub(crate) fn known_zero_words(&self, k: usize) -> [u64; 8] {
-        if !self.tracks_known_zero() {
-            return [0; 8];
-        }
-        let w = self.entry(k);
-        core::array::from_fn(|i| w[KNOWN_ZERO_WORDS + i].load(Relaxed))
+        self.known_zero
+            .get(k)
+            .map_or([0; 8], |z| z.each_ref().map(|w| w.load(Relaxed)))
     }
 
     /// Sets (`allocated`) or clears the allocation bit of page `i` of entry `k`; an
@@ -146,38 +142,36 @@ impl Chunks<'_> {
     /// this instead of [`Chunks::with`], which copies the whole entry both ways.
     #[inline]
     pub(crate) fn flip_one(&mut self, k: usize, i: usize, allocated: bool) -> (bool, [u64; 8]) {
-        let w = self.entry_mut(k);
         let (word, bit) = (i / 64, 1u64 << (i % 64));
+        let alloc = &mut self.alloc[k];
         let mut zeroed = false;
         if allocated {
-            if let Some(z) = w.get_mut(KNOWN_ZERO_WORDS + word) {
-                let z = z.get_mut();
+            if let Some(z) = self.known_zero.get_mut(k) {
+                let z = z[word].get_mut();
                 zeroed = *z & bit != 0;
                 *z &= !bit;
             }
-            *w[ALLOC_WORDS + word].get_mut() |= bit;
+            *alloc[word].get_mut() |= bit;
         } else {
-            *w[ALLOC_WORDS + word].get_mut() &= !bit;
+            *alloc[word].get_mut() &= !bit;
         }
-        (
-            zeroed,
-            core::array::from_fn(|j| *w[ALLOC_WORDS + j].get_mut()),
-        )
+        (zeroed, alloc.each_mut().map(|w| *w.get_mut()))
     }
 
     /// Marks pages `[i, i + n)` of entry `k` allocated and not zero, touching only the
     /// words the range covers; returns how many of them were known to be zero.
     #[inline]
     pub(crate) fn alloc_range(&mut self, k: usize, i: usize, n: usize) -> usize {
-        let w = self.entry_mut(k);
+        let alloc = &mut self.alloc[k];
+        let mut known_zero = self.known_zero.get_mut(k);
         let mut zeroed = 0;
         for_each_word_in_range(i, n, |j, mask| {
-            if let Some(z) = w.get_mut(KNOWN_ZERO_WORDS + j) {
-                let z = z.get_mut();
+            if let Some(z) = known_zero.as_mut() {
+                let z = z[j].get_mut();
                 zeroed += (*z & mask).count_ones() as usize;
                 *z &= !mask;
             }
-            *w[ALLOC_WORDS + j].get_mut() |= mask;
+            *alloc[j].get_mut() |= mask;
         });
         zeroed
     }
@@ -186,19 +180,16 @@ impl Chunks<'_> {
     /// covers; their known-zero bits are left alone (a freed page is dirty).
     #[inline]
     pub(crate) fn free_range(&mut self, k: usize, i: usize, n: usize) {
-        let w = self.entry_mut(k);
-        for_each_word_in_range(i, n, |j, mask| *w[ALLOC_WORDS + j].get_mut() &= !mask);
+        let alloc = &mut self.alloc[k];
+        for_each_word_in_range(i, n, |j, mask| *alloc[j].get_mut() &= !mask);
     }
 
     /// Sets the known-zero bits of pages `[i, i + n)` of entry `k` (nothing without
     /// tracking).
     #[inline]
     pub(crate) fn set_known_zero(&mut self, k: usize, i: usize, n: usize) {
-        let w = self.entry_mut(k);
-        if w.len() > KNOWN_ZERO_WORDS {
-            for_each_word_in_range(i, n, |j, mask| {
-                *w[KNOWN_ZERO_WORDS + j].get_mut() |= mask;
-            });
+        if let Some(z) = self.known_zero.get_mut(k) {
+            for_each_word_in_range(i, n, |j, mask| *z[j].get_mut() |= mask);
         }
     }
 
@@ -206,36 +197,20 @@ impl Chunks<'_> {
     /// tracking).
     #[inline]
     pub(crate) fn store(&mut self, k: usize, alloc: [u64; 8], known_zero: [u64; 8]) {
-        let tracks = self.tracks_known_zero();
-        let w = self.entry_mut(k);
-        for (x, v) in w[ALLOC_WORDS..ALLOC_WORDS + 8].iter_mut().zip(alloc) {
-            *x.get_mut() = v;
-        }
-        if tracks {
-            for (x, v) in w[KNOWN_ZERO_WORDS..KNOWN_ZERO_WORDS + 8]
-                .iter_mut()
-                .zip(known_zero)
-            {
-                *x.get_mut() = v;
-            }
+        store_words(&mut self.alloc[k], alloc);
+        if let Some(z) = self.known_zero.get_mut(k) {
+            store_words(z, known_zero);
         }
     }
 
     /// Sets entries `r` to `(alloc, known_zero)` words, as [`Chunks::store`] does each.
     pub(crate) fn fill(&mut self, r: Range<usize>, (alloc, known_zero): ([u64; 8], [u64; 8])) {
-        let tracks = self.tracks_known_zero();
-        let stride = 1 << self.shift;
-        for e in self.words[r.start << self.shift..r.end << self.shift].chunks_exact_mut(stride) {
-            for (x, v) in e[ALLOC_WORDS..ALLOC_WORDS + 8].iter_mut().zip(alloc) {
-                *x.get_mut() = v;
-            }
-            if tracks {
-                for (x, v) in e[KNOWN_ZERO_WORDS..KNOWN_ZERO_WORDS + 8]
-                    .iter_mut()
-                    .zip(known_zero)
-                {
-                    *x.get_mut() = v;
-                }
+        for e in &mut self.alloc[r.clone()] {
+            store_words(e, alloc);
+        }
+        if let Some(zs) = self.known_zero.get_mut(r) {
+            for e in zs {
+                store_words(e, known_zero);
             }
         }
     }
@@ -248,6 +223,14 @@ impl Chunks<'_> {
         let r = f(&mut data);
         self.store(k, *data.alloc.words(), *data.known_zero.words());
         r
+    }
+}
+
+/// Plain stores of `v` into `w` (only `&mut PageAlloc` changes the bitmaps).
+#[inline]
+fn store_words(w: &mut [AtomicU64; 8], v: [u64; 8]) {
+    for (x, v) in w.iter_mut().zip(v) {
+        *x.get_mut() = v;
     }
 }
 
@@ -291,10 +274,16 @@ pub(crate) fn split<'m>(
     for w in chunk_map.iter_mut() {
         *w.get_mut() = NO_BLOCK;
     }
-    let chunk_words = layout.chunk_words();
+    // The chunk bitmaps: every entry's allocation words, then (with tracking) every
+    // entry's known-zero words.
+    let entries = layout.chunk_entries();
+    let (alloc, _) = take(entries * ALLOC_ONLY_CHUNK_WORDS).as_chunks_mut();
+    let (known_zero, _) =
+        take(entries * (layout.chunk_words() - ALLOC_ONLY_CHUNK_WORDS)).as_chunks_mut();
     let chunks = Chunks {
-        words: take(layout.chunk_entries() * chunk_words),
-        shift: chunk_words.trailing_zeros(),
+        alloc,
+        known_zero,
+        tracks_known_zero: layout.tracks_known_zero(),
     };
     let handed_out = take(layout.handed_out_words());
     Ok(Parts {
@@ -318,15 +307,14 @@ mod tests {
     #[test]
     fn in_place_changes_match_palloc_data() {
         for known_zero in [true, false] {
-            let stride = if known_zero {
-                CHUNK_WORDS
-            } else {
-                ALLOC_ONLY_CHUNK_WORDS
-            };
-            let mut words: Vec<AtomicU64> = (0..3 * stride).map(|_| AtomicU64::new(0)).collect();
+            let new = || core::array::from_fn(|_| AtomicU64::new(0));
+            let mut alloc: Vec<[AtomicU64; 8]> = (0..3).map(|_| new()).collect();
+            let n = if known_zero { 3 } else { 0 };
+            let mut zero: Vec<[AtomicU64; 8]> = (0..n).map(|_| new()).collect();
             let mut chunks = Chunks {
-                words: &mut words,
-                shift: stride.trailing_zeros(),
+                alloc: &mut alloc,
+                known_zero: &mut zero,
+                tracks_known_zero: known_zero,
             };
             assert_eq!(chunks.tracks_known_zero(), known_zero);
             let mut r = Rng(0x1234_5678_9abc_def1);
