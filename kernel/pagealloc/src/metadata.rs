@@ -11,8 +11,9 @@
 //! which only `&mut PageAlloc` changes, are written through `AtomicU64::get_mut` (plain
 //! stores) and read with relaxed loads (plain loads on x86_64); a chunk's bitmaps are
 //! changed in place, word by word, or copied into a [`PallocData`] value to be searched
-//! or changed, and written back. A chunk's record is 16 words (allocation, then
-//! known-zero bits) or, without known-zero tracking, 8.
+//! or changed, and written back. A chunk's record is 8 words of allocation bits and,
+//! unless the layout turns known-zero tracking off, 8 words of known-zero bits, kept in
+//! a second array (see [`Chunks`]).
 
 use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -25,7 +26,7 @@ use crate::summary::PallocSum;
 
 /// Words of one chunk's allocation bits (the whole record without known-zero bits).
 pub(crate) const ALLOC_ONLY_CHUNK_WORDS: usize = 8;
-/// Words of one chunk's record with known-zero bits: 8 of allocation bits, then 8 of
+/// Words of one chunk's record with known-zero bits: 8 of allocation bits and 8 of
 /// known-zero bits.
 pub(crate) const CHUNK_WORDS: usize = 16;
 

@@ -544,10 +544,7 @@ impl PallocBits {
         }
     }
 
-    #[cfg_attr(
-        not(any(test, feature = "testutil", feature = "check")),
-        allow(dead_code)
-    )]
+    #[cfg_attr(not(any(test, feature = "testutil")), allow(dead_code))]
     /// Marks pages `[i, i + n)` allocated. Go: `(*pallocBits).allocRange`.
     pub fn alloc_range(&mut self, i: usize, n: usize) {
         self.0.set_range(i, n);
@@ -750,10 +747,7 @@ impl PallocData {
         }
     }
 
-    #[cfg_attr(
-        not(any(test, feature = "testutil", feature = "check")),
-        allow(dead_code)
-    )]
+    #[cfg_attr(not(any(test, feature = "testutil")), allow(dead_code))]
     /// Marks pages `[i, i + n)` allocated and not zero. Go: `(*pallocData).allocRange`.
     pub(crate) fn alloc_range(&mut self, i: usize, n: usize) {
         self.alloc.alloc_range(i, n);
