@@ -21,9 +21,10 @@
 //! as much of them as if everything below it existed: 64 MiB just below 256 TiB (the
 //! 48-bit limit) needs about 1.29 GB of summaries. The chunk bitmaps (128 bytes per
 //! chunk, 64 without known-zero bits) and the handed-out bits (64 bytes per chunk) are
-//! sparse: they exist only for the 32 MiB blocks that some grown region touches. Sizing the dense part from the
-//! lowest grown address instead would need an offset in every index; physical memory
-//! maps of real machines start near 0, so this port keeps Go's layout.
+//! sparse: they exist only for the 32 MiB blocks that some grown region touches. Sizing
+//! the dense part from the lowest grown address instead would need an offset in every
+//! index; physical memory maps of real machines start near 0, so this port keeps Go's
+//! layout.
 //!
 //! # Deviations from Go
 //! The functions that port a Go function name it in their docs; where they differ:
