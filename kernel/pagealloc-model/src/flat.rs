@@ -89,6 +89,8 @@ pub struct FlatModel {
     grown_pages: usize,
     free: FirstFitBitmap,
     zeroed: Vec<u64>,
+    /// Whether known-zero bits are kept (see [`FlatModel::without_known_zero`]).
+    known_zero: bool,
     /// Allocated pages held by a cache or batch (the rest of the allocated are handed
     /// out).
     held: Vec<u64>,
@@ -109,7 +111,17 @@ impl FlatModel {
             grown_pages: 0,
             free: FirstFitBitmap::new(span_limit),
             zeroed: vec![0; words],
+            known_zero: true,
             held: vec![0; words],
+        }
+    }
+
+    /// The model of an allocator whose layout is `without_known_zero()`: no page is
+    /// ever known to be zero.
+    pub fn without_known_zero(self) -> FlatModel {
+        FlatModel {
+            known_zero: false,
+            ..self
         }
     }
 
@@ -241,7 +253,7 @@ impl FlatModel {
             &mut self.zeroed,
             page_idx(base),
             npages,
-            contents == Contents::Zeroed,
+            self.known_zero && contents == Contents::Zeroed,
         );
         Ok(())
     }
@@ -572,7 +584,7 @@ impl FlatModel {
                     &mut self.zeroed,
                     page_idx(page),
                     1,
-                    c.known_zero >> i & 1 != 0,
+                    self.known_zero && c.known_zero >> i & 1 != 0,
                 );
             }
         }

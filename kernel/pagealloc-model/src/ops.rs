@@ -230,6 +230,9 @@ pub struct RunConfig {
     /// counts are compared after every op, the invariants checked after every op when
     /// this is 1 and with each full comparison otherwise.
     pub full_check_every: usize,
+    /// Keep known-zero bits (the default); without them
+    /// (`MetadataLayout::without_known_zero`) every allocation must report 0 zeroed pages.
+    pub known_zero: bool,
 }
 
 impl RunConfig {
@@ -239,6 +242,7 @@ impl RunConfig {
             span_limit,
             l2_blocks: usize::MAX,
             full_check_every: 1,
+            known_zero: true,
         }
     }
 }
@@ -307,8 +311,13 @@ pub fn run_ops(span_limit: u64, ops: &[Op]) -> Result<RunStats, String> {
 /// # Panics
 /// If the allocator panics, or `config.span_limit` is beyond the address space.
 pub fn run_ops_with(config: RunConfig, ops: &[Op]) -> Result<RunStats, String> {
-    let layout = MetadataLayout::new(config.span_limit, config.l2_blocks)
+    let mut layout = MetadataLayout::new(config.span_limit, config.l2_blocks)
         .unwrap_or_else(|e| panic!("model run: {e}"));
+    let mut model = FlatModel::new(config.span_limit, config.l2_blocks);
+    if !config.known_zero {
+        layout = layout.without_known_zero();
+        model = model.without_known_zero();
+    }
     let mut md = HeapMetadata::new(&layout);
     let pa = PageAlloc::new(layout, md.metadata()).map_err(|e| format!("PageAlloc::new: {e}"))?;
     // Another allocator, for foreign flushes, with one page handed out.
@@ -322,7 +331,7 @@ pub fn run_ops_with(config: RunConfig, ops: &[Op]) -> Result<RunStats, String> {
     let other_page = other.alloc(1).expect("a free page").base;
     let mut h = Harness {
         pa,
-        model: FlatModel::new(config.span_limit, config.l2_blocks),
+        model,
         other,
         other_page,
         live: Vec::new(),
@@ -344,5 +353,11 @@ pub fn run_ops_with(config: RunConfig, ops: &[Op]) -> Result<RunStats, String> {
     }
     h.drain()
         .map_err(|e| format!("draining after {} ops: {e}", ops.len()))?;
+    if !config.known_zero && h.stats.zeroed_pages != 0 {
+        return Err(format!(
+            "{} zeroed pages reported without known-zero tracking",
+            h.stats.zeroed_pages
+        ));
+    }
     Ok(h.stats)
 }

@@ -10,7 +10,10 @@
 //! `AtomicU64`'s layout, equal to `u64`'s, allows). The summaries and chunk bitmaps,
 //! which only `&mut PageAlloc` changes, are written through `AtomicU64::get_mut` (plain
 //! stores) and read with relaxed loads (plain loads on x86_64); a chunk's bitmaps are
-//! copied into a [`PallocData`] value to be searched or changed, and written back.
+//! changed in place, word by word, or copied into a [`PallocData`] value to be searched
+//! or changed, and written back. A chunk's record is 8 words of allocation bits and,
+//! unless the layout turns known-zero tracking off, 8 words of known-zero bits, kept in
+//! a second array (see [`Chunks`]).
 
 use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -18,13 +21,17 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crate::consts::SUMMARY_LEVELS;
 use crate::errors::LayoutError;
 use crate::layout::MetadataLayout;
-use crate::pallocbits::{PallocBits, PallocData};
+use crate::pallocbits::{PallocBits, PallocData, for_each_word_in_range};
 use crate::summary::PallocSum;
 
-/// Words of one chunk's bitmaps: 8 of allocation bits, then 8 of known-zero bits.
+/// Words of one chunk's allocation bits (the whole record without known-zero bits).
+pub(crate) const ALLOC_ONLY_CHUNK_WORDS: usize = 8;
+/// Words of one chunk's record with known-zero bits: 8 of allocation bits and 8 of
+/// known-zero bits.
 pub(crate) const CHUNK_WORDS: usize = 16;
 
-/// Word `w` of a chunk's bitmaps that holds allocation bit `i` (`w < 8`).
+/// Word `w` of a chunk's record that holds allocation bit `i` (`w < 8`; see
+/// [`Chunks::word`]).
 pub(crate) const ALLOC_WORDS: usize = 0;
 /// Word `8 + i / 64` holds the known-zero bit of page `i`.
 pub(crate) const KNOWN_ZERO_WORDS: usize = 8;
@@ -74,75 +81,168 @@ impl Level<'_> {
         *w = STALE;
         was_fresh
     }
+
+    /// Sets entries `r` to `s` (fresh).
+    pub(crate) fn fill(&mut self, r: Range<usize>, s: PallocSum) {
+        for w in &mut self.0[r] {
+            *w.get_mut() = s.to_bits();
+        }
+    }
 }
 
-/// The pool of chunk bitmaps.
-pub(crate) struct Chunks<'m>(&'m mut [[AtomicU64; CHUNK_WORDS]]);
+/// The pool of chunk bitmaps: entry `k`'s allocation words, and (with known-zero
+/// tracking on) its known-zero words in a second array of the same length. Apart, each
+/// part of an entry is one fixed-size array (one bounds check to reach it, the cost it had
+/// when the entry was 16 interleaved words), and the allocation bits that searches read
+/// lie densely, one cache line per chunk.
+pub(crate) struct Chunks<'m> {
+    alloc: &'m mut [[AtomicU64; 8]],
+    /// Empty without known-zero tracking.
+    known_zero: &'m mut [[AtomicU64; 8]],
+    tracks_known_zero: bool,
+}
 
 impl Chunks<'_> {
-    /// A copy of entry `k`.
+    /// Whether entries hold known-zero bits.
     #[inline]
-    pub(crate) fn load(&self, k: usize) -> PallocData {
-        let w = &self.0[k];
-        PallocData::from_words(core::array::from_fn(|i| w[i].load(Relaxed)))
+    pub(crate) fn tracks_known_zero(&self) -> bool {
+        self.tracks_known_zero
     }
 
-    /// Word `w` of entry `k` (see [`ALLOC_WORDS`], [`KNOWN_ZERO_WORDS`]).
+    /// A copy of entry `k` (known-zero bits all clear without tracking).
+    #[inline]
+    pub(crate) fn load(&self, k: usize) -> PallocData {
+        PallocData::from_parts(self.alloc_words(k), self.known_zero_words(k))
+    }
+
+    /// Word `w` of entry `k` (see [`ALLOC_WORDS`], [`KNOWN_ZERO_WORDS`]); a known-zero
+    /// word is 0 without tracking.
     #[inline]
     pub(crate) fn word(&self, k: usize, w: usize) -> u64 {
-        self.0[k][w].load(Relaxed)
+        if w < KNOWN_ZERO_WORDS {
+            self.alloc[k][w - ALLOC_WORDS].load(Relaxed)
+        } else {
+            self.known_zero
+                .get(k)
+                .map_or(0, |z| z[w - KNOWN_ZERO_WORDS].load(Relaxed))
+        }
     }
 
     /// A copy of the allocation bits of entry `k` (half the words of [`Chunks::load`]).
     #[inline]
     pub(crate) fn load_alloc(&self, k: usize) -> PallocBits {
-        let w = &self.0[k];
-        PallocBits::from_words(core::array::from_fn(|i| w[ALLOC_WORDS + i].load(Relaxed)))
+        PallocBits::from_words(self.alloc_words(k))
+    }
+
+    /// The allocation words of entry `k`.
+    #[inline]
+    pub(crate) fn alloc_words(&self, k: usize) -> [u64; 8] {
+        self.alloc[k].each_ref().map(|w| w.load(Relaxed))
+    }
+
+    /// The known-zero words of entry `k` (all 0 without tracking).
+    #[inline]
+    pub(crate) fn known_zero_words(&self, k: usize) -> [u64; 8] {
+        self.known_zero
+            .get(k)
+            .map_or([0; 8], |z| z.each_ref().map(|w| w.load(Relaxed)))
     }
 
     /// Sets (`allocated`) or clears the allocation bit of page `i` of entry `k`; an
     /// allocation also clears the page's known-zero bit, and says whether it was set.
     /// Returns that and the allocation words after the change. The single-page paths use
-    /// this instead of [`Chunks::with`], which copies all 16 words both ways.
+    /// this instead of [`Chunks::with`], which copies the whole entry both ways.
     #[inline]
     pub(crate) fn flip_one(&mut self, k: usize, i: usize, allocated: bool) -> (bool, [u64; 8]) {
-        let w = &mut self.0[k];
         let (word, bit) = (i / 64, 1u64 << (i % 64));
+        let alloc = &mut self.alloc[k];
         let mut zeroed = false;
         if allocated {
-            let z = w[KNOWN_ZERO_WORDS + word].get_mut();
-            zeroed = *z & bit != 0;
-            *z &= !bit;
-            *w[ALLOC_WORDS + word].get_mut() |= bit;
+            if let Some(z) = self.known_zero.get_mut(k) {
+                let z = z[word].get_mut();
+                zeroed = *z & bit != 0;
+                *z &= !bit;
+            }
+            *alloc[word].get_mut() |= bit;
         } else {
-            *w[ALLOC_WORDS + word].get_mut() &= !bit;
+            *alloc[word].get_mut() &= !bit;
         }
-        (
-            zeroed,
-            core::array::from_fn(|j| *w[ALLOC_WORDS + j].get_mut()),
-        )
+        (zeroed, alloc.each_mut().map(|w| *w.get_mut()))
     }
 
-    /// Runs `f` on entry `k` and stores what it leaves.
+    /// Marks pages `[i, i + n)` of entry `k` allocated and not zero, touching only the
+    /// words the range covers; returns how many of them were known to be zero.
     #[inline]
-    pub(crate) fn with<R>(&mut self, k: usize, f: impl FnOnce(&mut PallocData) -> R) -> R {
-        let words = &mut self.0[k];
-        let mut data = PallocData::from_words(words.each_mut().map(|w| *w.get_mut()));
-        let r = f(&mut data);
-        for (w, v) in words.iter_mut().zip(data.words()) {
-            *w.get_mut() = v;
-        }
-        r
+    pub(crate) fn alloc_range(&mut self, k: usize, i: usize, n: usize) -> usize {
+        let alloc = &mut self.alloc[k];
+        let mut known_zero = self.known_zero.get_mut(k);
+        let mut zeroed = 0;
+        for_each_word_in_range(i, n, |j, mask| {
+            if let Some(z) = known_zero.as_mut() {
+                let z = z[j].get_mut();
+                zeroed += (*z & mask).count_ones() as usize;
+                *z &= !mask;
+            }
+            *alloc[j].get_mut() |= mask;
+        });
+        zeroed
     }
 
-    /// Sets entries `r` to `data`.
-    pub(crate) fn fill(&mut self, r: Range<usize>, data: PallocData) {
-        let words = data.words();
-        for e in &mut self.0[r] {
-            for (w, v) in e.iter_mut().zip(words) {
-                *w.get_mut() = v;
+    /// Marks pages `[i, i + n)` of entry `k` free, touching only the words the range
+    /// covers; their known-zero bits are left alone (a freed page is dirty).
+    #[inline]
+    pub(crate) fn free_range(&mut self, k: usize, i: usize, n: usize) {
+        let alloc = &mut self.alloc[k];
+        for_each_word_in_range(i, n, |j, mask| *alloc[j].get_mut() &= !mask);
+    }
+
+    /// Sets the known-zero bits of pages `[i, i + n)` of entry `k` (nothing without
+    /// tracking).
+    #[inline]
+    pub(crate) fn set_known_zero(&mut self, k: usize, i: usize, n: usize) {
+        if let Some(z) = self.known_zero.get_mut(k) {
+            for_each_word_in_range(i, n, |j, mask| *z[j].get_mut() |= mask);
+        }
+    }
+
+    /// Stores entry `k`'s allocation and known-zero words (the latter dropped without
+    /// tracking).
+    #[inline]
+    pub(crate) fn store(&mut self, k: usize, alloc: [u64; 8], known_zero: [u64; 8]) {
+        store_words(&mut self.alloc[k], alloc);
+        if let Some(z) = self.known_zero.get_mut(k) {
+            store_words(z, known_zero);
+        }
+    }
+
+    /// Sets entries `r` to `(alloc, known_zero)` words, as [`Chunks::store`] does each.
+    pub(crate) fn fill(&mut self, r: Range<usize>, (alloc, known_zero): ([u64; 8], [u64; 8])) {
+        for e in &mut self.alloc[r.clone()] {
+            store_words(e, alloc);
+        }
+        if let Some(zs) = self.known_zero.get_mut(r) {
+            for e in zs {
+                store_words(e, known_zero);
             }
         }
+    }
+
+    /// Runs `f` on entry `k` and stores what it leaves (without tracking, `f` sees no
+    /// known-zero bits and what it sets there is dropped).
+    #[inline]
+    pub(crate) fn with<R>(&mut self, k: usize, f: impl FnOnce(&mut PallocData) -> R) -> R {
+        let mut data = self.load(k);
+        let r = f(&mut data);
+        self.store(k, *data.alloc.words(), *data.known_zero.words());
+        r
+    }
+}
+
+/// Plain stores of `v` into `w` (only `&mut PageAlloc` changes the bitmaps).
+#[inline]
+fn store_words(w: &mut [AtomicU64; 8], v: [u64; 8]) {
+    for (x, v) in w.iter_mut().zip(v) {
+        *x.get_mut() = v;
     }
 }
 
@@ -186,12 +286,101 @@ pub(crate) fn split<'m>(
     for w in chunk_map.iter_mut() {
         *w.get_mut() = NO_BLOCK;
     }
-    let (chunks, _) = take(layout.chunk_entries() * CHUNK_WORDS).as_chunks_mut::<CHUNK_WORDS>();
+    // The chunk bitmaps: every entry's allocation words, then (with tracking) every
+    // entry's known-zero words.
+    let entries = layout.chunk_entries();
+    let (alloc, _) = take(entries * ALLOC_ONLY_CHUNK_WORDS).as_chunks_mut();
+    let (known_zero, _) =
+        take(entries * (layout.chunk_words() - ALLOC_ONLY_CHUNK_WORDS)).as_chunks_mut();
+    let chunks = Chunks {
+        alloc,
+        known_zero,
+        tracks_known_zero: layout.tracks_known_zero(),
+    };
     let handed_out = take(layout.handed_out_words());
     Ok(Parts {
         summary,
         chunk_map,
-        chunks: Chunks(chunks),
+        chunks,
         handed_out,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::consts::PALLOC_CHUNK_PAGES;
+    use crate::testutil::Rng;
+
+    /// The in-place range operations against [`PallocData`]'s, with and without
+    /// known-zero words; neighbouring entries never change.
+    #[test]
+    fn in_place_changes_match_palloc_data() {
+        for known_zero in [true, false] {
+            let new = || core::array::from_fn(|_| AtomicU64::new(0));
+            let mut alloc: Vec<[AtomicU64; 8]> = (0..3).map(|_| new()).collect();
+            let n = if known_zero { 3 } else { 0 };
+            let mut zero: Vec<[AtomicU64; 8]> = (0..n).map(|_| new()).collect();
+            let mut chunks = Chunks {
+                alloc: &mut alloc,
+                known_zero: &mut zero,
+                tracks_known_zero: known_zero,
+            };
+            assert_eq!(chunks.tracks_known_zero(), known_zero);
+            let mut r = Rng(0x1234_5678_9abc_def1);
+            let mut want = [PallocData::default(); 3];
+            for (k, w) in want.iter_mut().enumerate() {
+                let alloc = core::array::from_fn(|_| r.next());
+                let zero: [u64; 8] = core::array::from_fn(|j| r.next() & !alloc[j]);
+                chunks.store(k, alloc, zero);
+                *w = PallocData::from_parts(alloc, if known_zero { zero } else { [0; 8] });
+            }
+            for step in 0..2000 {
+                let k = r.below(3) as usize;
+                let i = r.below(PALLOC_CHUNK_PAGES as u64) as usize;
+                let n = match r.below(4) {
+                    0 => PALLOC_CHUNK_PAGES - i,
+                    1 => 1,
+                    _ => 1 + r.below((PALLOC_CHUNK_PAGES - i) as u64) as usize,
+                };
+                let w = &mut want[k];
+                match r.below(4) {
+                    0 => {
+                        let zeroed = w.known_zero.popcnt_range(i, n);
+                        w.alloc_range(i, n);
+                        assert_eq!(chunks.alloc_range(k, i, n), zeroed, "step {step}");
+                    }
+                    1 => {
+                        w.free(i, n);
+                        chunks.free_range(k, i, n);
+                    }
+                    2 => {
+                        // Only free pages become known zero, as the callers ensure.
+                        w.free(i, n);
+                        if known_zero {
+                            w.known_zero.set_range(i, n);
+                        }
+                        chunks.free_range(k, i, n);
+                        chunks.set_known_zero(k, i, n);
+                    }
+                    _ => {
+                        let allocated = r.below(2) == 0;
+                        let zeroed = allocated && w.known_zero.get(i);
+                        if allocated {
+                            w.alloc_range(i, 1);
+                        } else {
+                            w.free(i, 1);
+                        }
+                        let (z, alloc) = chunks.flip_one(k, i, allocated);
+                        assert_eq!((z, &alloc), (zeroed, w.alloc.words()), "step {step}");
+                    }
+                }
+                for (k, w) in want.iter().enumerate() {
+                    assert_eq!(chunks.load(k), *w, "step {step}, entry {k}");
+                }
+            }
+        }
+    }
 }

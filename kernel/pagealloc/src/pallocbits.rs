@@ -139,7 +139,7 @@ pub(crate) const fn fill_aligned(x: u64, m: usize) -> u64 {
 /// Calls `f(word_idx, mask)` for every word that pages `[i, i + n)` touch, where `mask`
 /// holds the range's bits within that word. Does nothing for `n == 0`.
 #[inline]
-fn for_each_word_in_range(i: usize, n: usize, mut f: impl FnMut(usize, u64)) {
+pub(crate) fn for_each_word_in_range(i: usize, n: usize, mut f: impl FnMut(usize, u64)) {
     if n == 0 {
         return;
     }
@@ -245,11 +245,19 @@ impl PageBits {
         self.0[i / 64] |= 1 << (i % 64);
     }
 
+    #[cfg_attr(
+        not(any(test, feature = "testutil", feature = "check")),
+        allow(dead_code)
+    )]
     /// Sets bits `[i, i + n)`. Go: `(*pageBits).setRange`.
     pub(crate) fn set_range(&mut self, i: usize, n: usize) {
         for_each_word_in_range(i, n, |k, mask| self.0[k] |= mask);
     }
 
+    #[cfg_attr(
+        not(any(test, feature = "testutil", feature = "check")),
+        allow(dead_code)
+    )]
     /// Sets every bit. Go: `(*pageBits).setAll`.
     pub(crate) fn set_all(&mut self) {
         self.0 = [!0; WORDS];
@@ -267,11 +275,19 @@ impl PageBits {
         self.0[i / 64] &= !(1 << (i % 64));
     }
 
+    #[cfg_attr(
+        not(any(test, feature = "testutil", feature = "check")),
+        allow(dead_code)
+    )]
     /// Clears bits `[i, i + n)`. Go: `(*pageBits).clearRange`.
     pub(crate) fn clear_range(&mut self, i: usize, n: usize) {
         for_each_word_in_range(i, n, |k, mask| self.0[k] &= !mask);
     }
 
+    #[cfg_attr(
+        not(any(test, feature = "testutil", feature = "check")),
+        allow(dead_code)
+    )]
     /// Clears every bit. Go: `(*pageBits).clearAll`.
     pub(crate) fn clear_all(&mut self) {
         self.0 = [0; WORDS];
@@ -528,11 +544,16 @@ impl PallocBits {
         }
     }
 
+    #[cfg_attr(not(any(test, feature = "testutil")), allow(dead_code))]
     /// Marks pages `[i, i + n)` allocated. Go: `(*pallocBits).allocRange`.
     pub fn alloc_range(&mut self, i: usize, n: usize) {
         self.0.set_range(i, n);
     }
 
+    #[cfg_attr(
+        not(any(test, feature = "testutil", feature = "check")),
+        allow(dead_code)
+    )]
     /// Marks every page allocated. Go: `(*pallocBits).allocAll`.
     pub fn alloc_all(&mut self) {
         self.0.set_all();
@@ -543,11 +564,19 @@ impl PallocBits {
         self.0.clear(i);
     }
 
+    #[cfg_attr(
+        not(any(test, feature = "testutil", feature = "check")),
+        allow(dead_code)
+    )]
     /// Marks pages `[i, i + n)` free. Go: `(*pallocBits).free`.
     pub fn free(&mut self, i: usize, n: usize) {
         self.0.clear_range(i, n);
     }
 
+    #[cfg_attr(
+        not(any(test, feature = "testutil", feature = "check")),
+        allow(dead_code)
+    )]
     /// Marks every page free. Go: `(*pallocBits).freeAll`.
     pub fn free_all(&mut self) {
         self.0.clear_all();
@@ -709,30 +738,23 @@ pub struct PallocData {
 }
 
 impl PallocData {
-    /// The bitmaps from their 16 words: allocation bits, then known-zero bits.
+    /// The bitmaps from their words: allocation bits, known-zero bits.
     #[inline]
-    pub(crate) fn from_words(w: [u64; 2 * WORDS]) -> PallocData {
-        let (a, z) = w.split_at(WORDS);
+    pub(crate) const fn from_parts(alloc: [u64; WORDS], known_zero: [u64; WORDS]) -> PallocData {
         PallocData {
-            alloc: PallocBits(PageBits(a.try_into().expect("8 words"))),
-            known_zero: PageBits(z.try_into().expect("8 words")),
+            alloc: PallocBits(PageBits(alloc)),
+            known_zero: PageBits(known_zero),
         }
     }
 
-    /// The 16 words [`PallocData::from_words`] takes.
-    #[inline]
-    pub(crate) fn words(&self) -> [u64; 2 * WORDS] {
-        let mut w = [0; 2 * WORDS];
-        w[..WORDS].copy_from_slice(&self.alloc.0.0);
-        w[WORDS..].copy_from_slice(&self.known_zero.0);
-        w
-    }
+    #[cfg_attr(not(any(test, feature = "testutil")), allow(dead_code))]
     /// Marks pages `[i, i + n)` allocated and not zero. Go: `(*pallocData).allocRange`.
     pub(crate) fn alloc_range(&mut self, i: usize, n: usize) {
         self.alloc.alloc_range(i, n);
         self.known_zero.clear_range(i, n);
     }
 
+    #[cfg_attr(not(test), allow(dead_code))]
     /// Marks every page allocated and not zero. Go: `(*pallocData).allocAll`.
     pub(crate) fn alloc_all(&mut self) {
         self.alloc.alloc_all();
@@ -744,11 +766,13 @@ impl PallocData {
         self.alloc.free1(i);
     }
 
+    #[cfg_attr(not(test), allow(dead_code))]
     /// Marks pages `[i, i + n)` free; the scavenged bits are left alone.
     pub(crate) fn free(&mut self, i: usize, n: usize) {
         self.alloc.free(i, n);
     }
 
+    #[cfg_attr(not(test), allow(dead_code))]
     /// Marks every page free; the scavenged bits are left alone.
     pub(crate) fn free_all(&mut self) {
         self.alloc.free_all();

@@ -20,10 +20,11 @@
 //! of chunk map per 32 MiB). Memory near the top of the address space therefore costs
 //! as much of them as if everything below it existed: 64 MiB just below 256 TiB (the
 //! 48-bit limit) needs about 1.29 GB of summaries. The chunk bitmaps (128 bytes per
-//! chunk) and the handed-out bits (64 bytes per chunk) are sparse: they exist only for
-//! the 32 MiB blocks that some grown region touches. Sizing the dense part from the
-//! lowest grown address instead would need an offset in every index; physical memory
-//! maps of real machines start near 0, so this port keeps Go's layout.
+//! chunk, 64 without known-zero bits) and the handed-out bits (64 bytes per chunk) are
+//! sparse: they exist only for the 32 MiB blocks that some grown region touches. Sizing
+//! the dense part from the lowest grown address instead would need an offset in every
+//! index; physical memory maps of real machines start near 0, so this port keeps Go's
+//! layout.
 //!
 //! # Deviations from Go
 //! The functions that port a Go function name it in their docs; where they differ:
@@ -114,7 +115,9 @@ pub(crate) fn one_page_keeps_summary(
 pub enum Contents {
     /// Contents unknown (boot RAM): the pages' zeroed bits start clear.
     Unknown,
-    /// Known to be zero (Go's fresh OS memory): the zeroed bits start set.
+    /// Known to be zero (Go's fresh OS memory): the zeroed bits start set. Without
+    /// known-zero tracking ([`MetadataLayout::without_known_zero`]) nothing is recorded:
+    /// the same as [`Contents::Unknown`].
     Zeroed,
 }
 
@@ -279,13 +282,14 @@ impl<'m> PageAlloc<'m> {
         self.search_addr
     }
 
-    /// Calls `f(chunk, first_page, npages)` for each chunk's part of
-    /// `[base, base + npages pages)`, in address order.
+    /// Calls `f(chunks, slot, first_page, npages)` for each chunk's part of
+    /// `[base, base + npages pages)`, in address order; `slot` is the chunk's entry in
+    /// `chunks`, whose words `f` changes in place.
     pub(crate) fn for_each_chunk_piece(
         &mut self,
         base: u64,
         npages: usize,
-        mut f: impl FnMut(&mut PallocData, usize, usize),
+        mut f: impl FnMut(&mut Chunks<'m>, usize, usize, usize),
     ) {
         let limit = base + ((npages as u64) << PAGE_SHIFT) - 1;
         let (sc, ec) = (ChunkIdx::of(base).0, ChunkIdx::of(limit).0);
@@ -293,7 +297,8 @@ impl<'m> PageAlloc<'m> {
         for c in sc..=ec {
             let i = if c == sc { si } else { 0 };
             let j = if c == ec { ei } else { PALLOC_CHUNK_PAGES - 1 };
-            self.with_chunk(ChunkIdx(c), |chunk| f(chunk, i, j + 1 - i));
+            let k = self.grown_slot(ChunkIdx(c));
+            f(&mut self.chunks, k, i, j + 1 - i);
         }
     }
 
@@ -336,13 +341,8 @@ impl<'m> PageAlloc<'m> {
             return usize::from(zeroed);
         }
         let mut zeroed = 0;
-        self.for_each_chunk_piece(base, npages, |chunk, i, n| {
-            zeroed += chunk.known_zero.popcnt_range(i, n);
-            if n == PALLOC_CHUNK_PAGES {
-                chunk.alloc_all();
-            } else {
-                chunk.alloc_range(i, n);
-            }
+        self.for_each_chunk_piece(base, npages, |chunks, k, i, n| {
+            zeroed += chunks.alloc_range(k, i, n);
         });
         self.update(base, npages, true, true);
         self.free_pages -= npages;
@@ -461,8 +461,13 @@ impl<'m> PageAlloc<'m> {
     }
 
     /// Calls `f(base, npages)` for each maximal run of `[base, base + npages pages)`
-    /// whose zeroed bits are clear, in address order.
+    /// whose zeroed bits are clear, in address order (the whole range without
+    /// known-zero tracking).
     pub(crate) fn visit_dirty(&self, base: u64, npages: usize, f: &mut dyn FnMut(u64, usize)) {
+        if !self.chunks.tracks_known_zero() {
+            f(base, npages);
+            return;
+        }
         let mut run: Option<(u64, usize)> = None;
         for p in 0..npages {
             let addr = base + ((p as u64) << PAGE_SHIFT);
@@ -795,10 +800,16 @@ impl<'m> PageAlloc<'m> {
 
     /// Frees pages whose contents the caller has zeroed (e.g. emptied page tables): like
     /// [`PageAlloc::free`], and their zeroed bits are set, so the next allocation reports
-    /// them as zero (not in Go, whose scavenger sets these bits on free memory).
+    /// them as zero (not in Go, whose scavenger sets these bits on free memory). Without
+    /// known-zero tracking ([`MetadataLayout::without_known_zero`]) exactly
+    /// [`PageAlloc::free`].
     pub fn free_zeroed(&mut self, base: u64, npages: usize) -> Result<(), RangeOpError> {
         self.free(base, npages)?;
-        self.for_each_chunk_piece(base, npages, |chunk, i, n| chunk.known_zero.set_range(i, n));
+        if self.chunks.tracks_known_zero() {
+            self.for_each_chunk_piece(base, npages, |chunks, k, i, n| {
+                chunks.set_known_zero(k, i, n);
+            });
+        }
         Ok(())
     }
 
@@ -811,12 +822,8 @@ impl<'m> PageAlloc<'m> {
             self.chunks.flip_one(k, i, false);
             self.one_page_flipped(ci, k, i, true);
         } else {
-            self.for_each_chunk_piece(base, npages, |chunk, i, n| {
-                if n == PALLOC_CHUNK_PAGES {
-                    chunk.free_all();
-                } else {
-                    chunk.free(i, n);
-                }
+            self.for_each_chunk_piece(base, npages, |chunks, k, i, n| {
+                chunks.free_range(k, i, n);
             });
             self.update(base, npages, true, false);
         }

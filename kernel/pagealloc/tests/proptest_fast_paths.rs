@@ -76,13 +76,14 @@ fn op(span_pages: u64) -> impl Strategy<Value = Op> {
 
 fn run() -> impl Strategy<Value = (RunConfig, Vec<Op>)> {
     // Up to 200 chunks, and one size past an 8 GiB root entry's 4096 chunks, so that
-    // the leaf scan skips fresh entries at every level.
+    // the leaf scan skips fresh entries at every level; sometimes without known zero.
     let chunks = prop_oneof![4 => 2u64..=64, 2 => 65u64..=200, 1 => 4100u64..=4104];
-    chunks.prop_flat_map(|chunks| {
+    (chunks, prop::bool::weighted(0.8)).prop_flat_map(|(chunks, known_zero)| {
         let config = RunConfig {
             span_limit: chunks * PALLOC_CHUNK_BYTES,
             l2_blocks: usize::MAX,
             full_check_every: if chunks > 1000 { 16 } else { 1 },
+            known_zero,
         };
         let span_pages = chunks * CHUNK as u64;
         (

@@ -59,6 +59,7 @@ fn config() -> impl Strategy<Value = RunConfig> {
         l2_blocks,
         // The full comparison walks every chunk of the span; thin it out on big ones.
         full_check_every: if chunks > 1000 { 16 } else { 1 },
+        known_zero: true,
     })
 }
 
@@ -261,6 +262,23 @@ proptest! {
         map.extend(ops);
         if let Err(e) = run_ops_with(config, &map) {
             return Err(TestCaseError::fail(format!("{config:?}\n{e}")));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config_with_cases(128))]
+
+    /// Layouts without the known-zero record (`MetadataLayout::without_known_zero`):
+    /// zeroed grows, forged and real flushes of known-zero pages and `free_zeroed` record
+    /// nothing, so the model (which then knows no page to be zero) must agree on every
+    /// result and bitmap, and no allocation may report a zeroed page.
+    #[test]
+    fn pagealloc_without_known_zero_matches_model((config, ops) in run(50..300)) {
+        let config = RunConfig { known_zero: false, ..config };
+        match run_ops_with(config, &ops) {
+            Err(e) => return Err(TestCaseError::fail(format!("{config:?}\n{e}"))),
+            Ok(stats) => prop_assert_eq!(stats.zeroed_pages, 0),
         }
     }
 }
