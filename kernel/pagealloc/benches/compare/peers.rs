@@ -219,21 +219,21 @@ impl Subject for TutorialS {
         // the walk has to skip.
         let mut p = clock.time(|| Tutorial {
             map: vec![
-            MemRegion {
-                start: 0,
-                end: bytes,
-                kind: RegionKind::Usable,
-            },
-            MemRegion {
-                start: bytes,
-                end: bytes + (2 << 20),
-                kind: RegionKind::Reserved,
-            },
-            MemRegion {
-                start: bytes + (4 << 20),
-                end: bytes + (8 << 20),
-                kind: RegionKind::Reserved,
-            },
+                MemRegion {
+                    start: 0,
+                    end: bytes,
+                    kind: RegionKind::Usable,
+                },
+                MemRegion {
+                    start: bytes,
+                    end: bytes + (2 << 20),
+                    kind: RegionKind::Reserved,
+                },
+                MemRegion {
+                    start: bytes + (4 << 20),
+                    end: bytes + (8 << 20),
+                    kind: RegionKind::Reserved,
+                },
             ],
             next: 0,
             npages: pages_of(bytes),
@@ -496,8 +496,7 @@ impl Subject for FreeListS {
         let mut clock = InitClock::start();
         let mut p = clock.time(|| -> Result<_, String> {
             let mut fl = free_list::FreeList::<16>::new();
-            let all =
-                free_list::PageRange::new(0, bytes as usize).map_err(|e| format!("{e:?}"))?;
+            let all = free_list::PageRange::new(0, bytes as usize).map_err(|e| format!("{e:?}"))?;
             // SAFETY: as above; the memory is never touched.
             unsafe { fl.deallocate(all) }.map_err(|e| e.to_string())?;
             Ok(FreeListPeer {

@@ -108,9 +108,21 @@ pub(crate) fn print_targets(res: &Results<'_>) {
         "bitmap",
         2.0,
     );
-    res.ratio_line("2 MiB aligned alloc (huge)", Workload::Huge, 0, "freelist", 2.0);
+    res.ratio_line(
+        "2 MiB aligned alloc (huge)",
+        Workload::Huge,
+        0,
+        "freelist",
+        2.0,
+    );
     res.ratio_line("2 MiB free (huge)", Workload::Huge, 2, "freelist", 2.0);
-    res.ratio_line("mixed exact sizes, per pair", Workload::Mixed, 0, "framealloc", 1.0);
+    res.ratio_line(
+        "mixed exact sizes, per pair",
+        Workload::Mixed,
+        0,
+        "framealloc",
+        1.0,
+    );
 
     // Mixed: exact sizes and no failures, at every size.
     let (mut cr, mut fail, mut n) = (f64::MIN, f64::MIN, 0);
