@@ -402,11 +402,7 @@ pub(crate) fn instructions(opts: &Opts, rows: &[Row]) {
                     return;
                 };
                 let parts: Vec<String> = match &cell {
-                    Cell::Done { metrics, .. } => metrics
-                        .iter()
-                        .filter(|m| m.unit == Unit::Count)
-                        .map(|m| format!("{} {:.0}", m.name, m.value))
-                        .collect(),
+                    Cell::Done { metrics, .. } => metrics.iter().map(fmt_metric).collect(),
                     Cell::Na(e) | Cell::Dnf(e) | Cell::Failed(e) => vec![format!("({e})")],
                 };
                 println!("  {:28} {:>8}: {}", r.name, size_name(s), parts.join(", "));
