@@ -36,7 +36,13 @@ impl Results<'_> {
         if self.instructions {
             format!("{v:.0} instr.")
         } else {
-            format!("{} ns", fmt_ns(v))
+            // `fmt_ns` names the unit itself from 1 us up.
+            let t = fmt_ns(v);
+            if t.ends_with(|c: char| c.is_ascii_digit()) {
+                format!("{t} ns")
+            } else {
+                t
+            }
         }
     }
 
