@@ -119,20 +119,35 @@ pub(crate) fn timed_loop(n: usize, deadline: Instant, mut op: impl FnMut(usize) 
 
 // The timed loops of the timed runs, one function per metric slot, so that callgrind
 // can report each one's instructions (`--instructions`). The checked pass calls
-// `timed_loop` directly and is not counted.
+// `timed_loop` directly and is not counted. Each slot's body differs (its `black_box`ed
+// number), so that the compiler cannot merge a slot's loop with another slot's identical
+// one (e.g. fill's alloc loop with fragmented's hole loop) and credit it to the wrong slot.
 #[inline(never)]
 pub(crate) fn measure_0(n: usize, deadline: Instant, op: impl FnMut(usize) -> bool) -> Timed {
+    black_box(0);
     timed_loop(n, deadline, op)
 }
 
 #[inline(never)]
 pub(crate) fn measure_1(n: usize, deadline: Instant, op: impl FnMut(usize) -> bool) -> Timed {
+    black_box(1);
     timed_loop(n, deadline, op)
 }
 
 #[inline(never)]
 pub(crate) fn measure_2(n: usize, deadline: Instant, op: impl FnMut(usize) -> bool) -> Timed {
+    black_box(2);
     timed_loop(n, deadline, op)
+}
+
+/// The timed part of an allocator's init (slot 0 of the init workload under
+/// `--instructions`): returns what `build` returns and its time in ns.
+#[inline(never)]
+pub(crate) fn measure_init<T>(build: impl FnOnce() -> T) -> (T, f64) {
+    black_box(3);
+    let t0 = Instant::now();
+    let t = build();
+    (t, t0.elapsed().as_nanos() as f64)
 }
 
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {

@@ -106,15 +106,24 @@ impl Peer for OursCached<'_> {
 }
 
 /// Builds our allocator over `[0, bytes)` the way the kernel does: size the metadata from
-/// the memory map, provide it, grow every region.
-pub(crate) fn build_ours(bytes: u64, md: &mut HeapMetadata) -> Result<PageAlloc<'_>, String> {
+/// the memory map, provide it (zeroed and resident, as for every peer: see `zeroed_slice`),
+/// grow every region. Sizing and providing the metadata are not timed; `new` and `grow` are.
+pub(crate) fn build_ours<'m>(
+    bytes: u64,
+    md: &'m mut Box<[AtomicU64]>,
+    clock: &mut InitClock,
+) -> Result<PageAlloc<'m>, String> {
     let layout =
         MetadataLayout::for_regions(&[AddrRange::new(0, bytes)]).map_err(|e| e.to_string())?;
-    *md = HeapMetadata::new(&layout);
-    let mut pa = PageAlloc::new(layout, md.metadata()).map_err(|e| e.to_string())?;
-    pa.grow(AddrRange::new(0, bytes), Contents::Unknown)
-        .map_err(|e| e.to_string())?;
-    Ok(pa)
+    // SAFETY: zero is a valid `AtomicU64`.
+    *md = unsafe { zeroed_slice::<AtomicU64>(layout.words()) };
+    let md: &'m mut [AtomicU64] = md;
+    clock.time(move || {
+        let mut pa = PageAlloc::new(layout, md).map_err(|e| e.to_string())?;
+        pa.grow(AddrRange::new(0, bytes), Contents::Unknown)
+            .map_err(|e| e.to_string())?;
+        Ok(pa)
+    })
 }
 
 pub(crate) struct OursS;
@@ -129,9 +138,9 @@ impl Subject for OursS {
     };
 
     fn with<V: Visitor>(bytes: u64, v: V) -> Result<V::Out, String> {
-        let clock = InitClock::start();
-        let mut md = HeapMetadata::default();
-        let pa = build_ours(bytes, &mut md)?;
+        let mut clock = InitClock::start();
+        let mut md = Box::default();
+        let pa = build_ours(bytes, &mut md, &mut clock)?;
         let init = clock.stop();
         Ok(v.visit(&mut Ours { pa }, init))
     }
@@ -149,9 +158,9 @@ impl Subject for OursCachedS {
     };
 
     fn with<V: Visitor>(bytes: u64, v: V) -> Result<V::Out, String> {
-        let clock = InitClock::start();
-        let mut md = HeapMetadata::default();
-        let pa = build_ours(bytes, &mut md)?;
+        let mut clock = InitClock::start();
+        let mut md = Box::default();
+        let pa = build_ours(bytes, &mut md, &mut clock)?;
         let init = clock.stop();
         Ok(v.visit(
             &mut OursCached {

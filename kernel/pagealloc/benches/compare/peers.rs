@@ -44,25 +44,83 @@ pub(crate) struct InitStats {
     pub(crate) heap_bytes: usize,
 }
 
+/// Measures an allocator's init: the heap it adds from `start` to `stop`, and the time
+/// spent inside [`InitClock::time`]. Metadata buffers come from [`zeroed_slice`] or
+/// [`zeroed_box`] after `start` and outside `time`: counted as heap, not as time.
 pub(crate) struct InitClock {
     pub(crate) heap0: usize,
-    pub(crate) t0: Instant,
+    pub(crate) ns: f64,
 }
 
 impl InitClock {
     pub(crate) fn start() -> InitClock {
         InitClock {
             heap0: heap_live(),
-            t0: Instant::now(),
+            ns: 0.0,
         }
+    }
+
+    /// Runs and times `build` (the allocator's own work).
+    pub(crate) fn time<T>(&mut self, build: impl FnOnce() -> T) -> T {
+        let (t, ns) = measure_init(build);
+        self.ns += ns;
+        t
     }
 
     pub(crate) fn stop(self) -> InitStats {
         InitStats {
-            ns: self.t0.elapsed().as_nanos() as f64,
+            ns: self.ns,
             heap_bytes: heap_live().saturating_sub(self.heap0),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Metadata memory: the same kind for every allocator whose metadata is one buffer of a
+// size known up front (ours, bitmap-allocator, frame-alloc). It is a zeroed heap
+// allocation (`alloc_zeroed`) with every 4 KiB page written once before the clock
+// starts, so init is timed on memory that is zeroed and resident, as a kernel's metadata
+// arrives (mapped, zeroed at boot), not on the first-touch page faults of fresh heap
+// memory. Allocators that allocate as they go (buddy, free-list) and the first-fit model
+// (whose bitmap the model crate allocates itself) get ordinary heap memory inside the clock.
+
+/// `layout.size()` zeroed, resident bytes from the global allocator.
+fn zeroed_resident(layout: Layout) -> *mut u8 {
+    assert!(layout.size() > 0, "no metadata to allocate");
+    // SAFETY: the size is non-zero.
+    let p = unsafe { std::alloc::alloc_zeroed(layout) };
+    if p.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    for off in (0..layout.size()).step_by(PAGE as usize) {
+        // SAFETY: inside the allocation; writing the zero it already holds faults the
+        // page in (a read would only map the shared zero page).
+        unsafe { p.add(off).write_volatile(0) };
+    }
+    p
+}
+
+/// `n` zeroed, resident `T`s (see above).
+///
+/// # Safety
+/// All-zero bytes must be a valid `T`.
+pub(crate) unsafe fn zeroed_slice<T>(n: usize) -> Box<[T]> {
+    let layout = Layout::array::<T>(n).expect("metadata size");
+    let p = zeroed_resident(layout).cast::<T>();
+    // SAFETY: allocated by the global allocator with the layout of `[T; n]`, zeroed,
+    // and zero is a valid `T` (the caller's promise).
+    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n)) }
+}
+
+/// One zeroed, resident `T` on the heap (see above).
+///
+/// # Safety
+/// All-zero bytes must be a valid `T`.
+pub(crate) unsafe fn zeroed_box<T>() -> Box<T> {
+    let p = zeroed_resident(Layout::new::<T>()).cast::<T>();
+    // SAFETY: allocated by the global allocator with `T`'s layout, zeroed, and zero is
+    // a valid `T` (the caller's promise).
+    unsafe { Box::from_raw(p) }
 }
 
 /// Code that runs against any allocator (a workload).
@@ -156,31 +214,30 @@ impl Subject for TutorialS {
     };
 
     fn with<V: Visitor>(bytes: u64, v: V) -> Result<V::Out, String> {
-        let clock = InitClock::start();
+        let mut clock = InitClock::start();
         // A boot map as firmware reports it: the usable RAM plus reserved entries that
         // the walk has to skip.
-        let map = vec![
-            MemRegion {
-                start: 0,
-                end: bytes,
-                kind: RegionKind::Usable,
-            },
-            MemRegion {
-                start: bytes,
-                end: bytes + (2 << 20),
-                kind: RegionKind::Reserved,
-            },
-            MemRegion {
-                start: bytes + (4 << 20),
-                end: bytes + (8 << 20),
-                kind: RegionKind::Reserved,
-            },
-        ];
-        let mut p = Tutorial {
-            map,
+        let mut p = clock.time(|| Tutorial {
+            map: vec![
+                MemRegion {
+                    start: 0,
+                    end: bytes,
+                    kind: RegionKind::Usable,
+                },
+                MemRegion {
+                    start: bytes,
+                    end: bytes + (2 << 20),
+                    kind: RegionKind::Reserved,
+                },
+                MemRegion {
+                    start: bytes + (4 << 20),
+                    end: bytes + (8 << 20),
+                    kind: RegionKind::Reserved,
+                },
+            ],
             next: 0,
             npages: pages_of(bytes),
-        };
+        });
         let init = clock.stop();
         Ok(v.visit(&mut p, init))
     }
@@ -237,13 +294,15 @@ impl Subject for FirstFitS {
     };
 
     fn with<V: Visitor>(bytes: u64, v: V) -> Result<V::Out, String> {
-        let clock = InitClock::start();
-        let mut bm = FirstFitBitmap::new(bytes);
-        bm.add_free(0, pages_of(bytes));
-        let mut p = FirstFit {
-            bm,
-            npages: pages_of(bytes),
-        };
+        let mut clock = InitClock::start();
+        let mut p = clock.time(|| {
+            let mut bm = FirstFitBitmap::new(bytes);
+            bm.add_free(0, pages_of(bytes));
+            FirstFit {
+                bm,
+                npages: pages_of(bytes),
+            }
+        });
         let init = clock.stop();
         Ok(v.visit(&mut p, init))
     }
@@ -291,12 +350,12 @@ pub(crate) struct BitmapS;
 
 /// Builds the bitmap-allocator type `T` (one of the crate's fixed-capacity types).
 pub(crate) fn with_bitmap<T: BitAlloc, V: Visitor>(npages: usize, v: V) -> Result<V::Out, String> {
-    let clock = InitClock::start();
+    let mut clock = InitClock::start();
     // The larger types are tens of MiB and would overflow the stack if built there.
     // SAFETY: `T` is one of the crate's `BitAllocCascade16` types, which hold only
     // `u16`s; all zeros is a valid value (it is their `DEFAULT`: nothing free).
-    let mut ba: Box<T> = unsafe { Box::<T>::new_zeroed().assume_init() };
-    ba.insert(0..npages);
+    let mut ba: Box<T> = unsafe { zeroed_box::<T>() };
+    clock.time(|| ba.insert(0..npages));
     let mut p = Bitmap { ba, npages };
     let init = clock.stop();
     Ok(v.visit(&mut p, init))
@@ -371,13 +430,15 @@ impl Subject for BuddyS {
     };
 
     fn with<V: Visitor>(bytes: u64, v: V) -> Result<V::Out, String> {
-        let clock = InitClock::start();
-        let mut fa = buddy_system_allocator::FrameAllocator::<33>::new();
-        fa.add_frame(0, pages_of(bytes));
-        let mut p = Buddy {
-            fa,
-            npages: pages_of(bytes),
-        };
+        let mut clock = InitClock::start();
+        let mut p = clock.time(|| {
+            let mut fa = buddy_system_allocator::FrameAllocator::<33>::new();
+            fa.add_frame(0, pages_of(bytes));
+            Buddy {
+                fa,
+                npages: pages_of(bytes),
+            }
+        });
         let init = clock.stop();
         Ok(v.visit(&mut p, init))
     }
@@ -432,15 +493,17 @@ impl Subject for FreeListS {
     };
 
     fn with<V: Visitor>(bytes: u64, v: V) -> Result<V::Out, String> {
-        let clock = InitClock::start();
-        let mut fl = free_list::FreeList::<16>::new();
-        let all = free_list::PageRange::new(0, bytes as usize).map_err(|e| format!("{e:?}"))?;
-        // SAFETY: as above; the memory is never touched.
-        unsafe { fl.deallocate(all) }.map_err(|e| e.to_string())?;
-        let mut p = FreeListPeer {
-            fl,
-            npages: pages_of(bytes),
-        };
+        let mut clock = InitClock::start();
+        let mut p = clock.time(|| -> Result<_, String> {
+            let mut fl = free_list::FreeList::<16>::new();
+            let all = free_list::PageRange::new(0, bytes as usize).map_err(|e| format!("{e:?}"))?;
+            // SAFETY: as above; the memory is never touched.
+            unsafe { fl.deallocate(all) }.map_err(|e| e.to_string())?;
+            Ok(FreeListPeer {
+                fl,
+                npages: pages_of(bytes),
+            })
+        })?;
         let init = clock.stop();
         Ok(v.visit(&mut p, init))
     }
@@ -494,7 +557,7 @@ pub(crate) fn fa_bitmap_bytes(frames: usize) -> usize {
 pub(crate) struct FrameAllocPeer {
     pub(crate) fa: Box<Fa>,
     pub(crate) capacity: usize,
-    pub(crate) _bitmap: Vec<u64>,
+    pub(crate) _bitmap: Box<[u64]>,
 }
 
 impl Peer for FrameAllocPeer {
@@ -541,29 +604,36 @@ impl Subject for FrameAllocS {
     };
 
     fn with<V: Visitor>(bytes: u64, v: V) -> Result<V::Out, String> {
-        let clock = InitClock::start();
-        let mut p = build_frame_alloc(bytes)?;
+        let mut clock = InitClock::start();
+        let mut p = build_frame_alloc(bytes, &mut clock)?;
         let init = clock.stop();
         Ok(v.visit(&mut p, init))
     }
 }
 
 /// Builds frame-alloc over `[0, bytes)`, its bitmap in a heap buffer.
-pub(crate) fn build_frame_alloc(bytes: u64) -> Result<FrameAllocPeer, String> {
+pub(crate) fn build_frame_alloc(
+    bytes: u64,
+    clock: &mut InitClock,
+) -> Result<FrameAllocPeer, String> {
     {
         let frames = pages_of(bytes);
         let bitmap_bytes = fa_bitmap_bytes(frames);
-        let mut bitmap = vec![0u64; bitmap_bytes / 8];
+        // SAFETY: zero is a valid `u64`.
+        let mut bitmap = unsafe { zeroed_slice::<u64>(bitmap_bytes / 8) };
         FA_BITMAP.store(bitmap.as_mut_ptr().cast(), Relaxed);
         FA_BITMAP_PHYS.store(0, Relaxed);
-        let fa = Box::new(Fa::new(FA_BASE));
-        let usable = [PhysRange {
-            base: 0,
-            len: bytes as usize,
-        }];
-        // SAFETY: called once; the only range it dereferences is backed by `bitmap`
-        // (checked in `BenchProv::create`), which outlives the allocator.
-        unsafe { fa.try_init(0, bytes as usize, &usable) }.map_err(|e| e.to_string())?;
+        let fa = clock.time(|| -> Result<_, String> {
+            let fa = Box::new(Fa::new(FA_BASE));
+            let usable = [PhysRange {
+                base: 0,
+                len: bytes as usize,
+            }];
+            // SAFETY: called once; the only range it dereferences is backed by `bitmap`
+            // (checked in `BenchProv::create`), which outlives the allocator.
+            unsafe { fa.try_init(0, bytes as usize, &usable) }.map_err(|e| e.to_string())?;
+            Ok(fa)
+        })?;
         let capacity = frames - bitmap_bytes / PAGE as usize;
         let total = frame_alloc::AllocatorStats::total_bytes(&*fa) / PAGE as usize;
         if total != capacity {

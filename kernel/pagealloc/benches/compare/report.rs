@@ -49,6 +49,9 @@ pub(crate) fn run_init<S: Subject>(cfg: &Cfg, bytes: u64) -> Cell {
         }
         match S::with(bytes, InitW) {
             Ok(s) => {
+                if cfg.child {
+                    println!("OPS slot=0 ops=1");
+                }
                 ms.push(s.ns / 1e6);
                 heap = s.heap_bytes;
             }
@@ -383,99 +386,166 @@ pub(crate) fn instructions(opts: &Opts, rows: &[Row]) {
         vec![256 << 20]
     };
     println!("instructions per op under callgrind (--runs 1, --quick op counts), timed loops only");
+    let mut tables = Vec::new();
     for &w in &opts.only {
-        if w == Workload::Init {
-            continue;
-        }
         println!();
         println!("## {}: instructions per op", w.title());
+        let mut table = Vec::new();
         for r in rows {
+            let mut cells = Vec::new();
             for &s in &sizes {
-                if w.needs(r.caps).is_some() {
+                if let Some(why) = w.needs(r.caps) {
+                    cells.push(Cell::Na(why.into()));
                     continue;
                 }
-                let out_file = dir.join(format!(
-                    "compare-callgrind-{}-{}-{}.out",
-                    w.key(),
-                    r.key,
-                    s >> 20
-                ));
-                let budget = format!("{}", opts.cfg.budget.as_secs_f64() * 20.0);
-                let size = format!("{}M", s >> 20);
-                let child = std::process::Command::new("valgrind")
-                    .args(["--tool=callgrind", "--dump-instr=no"])
-                    .arg(format!("--callgrind-out-file={}", out_file.display()))
-                    .arg(&exe)
-                    .args([
-                        "--child", "--quick", "--runs", "1", "--budget", &budget, "--sizes", &size,
-                    ])
-                    .args(["--only", w.key(), "--peers", r.key])
-                    .output();
-                let child = match child {
-                    Ok(c) => c,
-                    Err(e) => {
-                        println!("cannot run valgrind: {e}");
-                        return;
-                    }
+                let Some(cell) = instructions_cell(&exe, &dir, opts, w, r, s) else {
+                    return;
                 };
-                let stdout = String::from_utf8_lossy(&child.stdout);
-                let mut ops = [0usize; 3];
-                let mut cell_note = String::new();
-                for l in stdout.lines() {
-                    if let Some(rest) = l.strip_prefix("OPS ") {
-                        let kv: BTreeMap<&str, usize> = rest
-                            .split(' ')
-                            .filter_map(|p| p.split_once('='))
-                            .filter_map(|(k, v)| v.parse().ok().map(|v| (k, v)))
-                            .collect();
-                        ops[kv["slot"]] += kv["ops"];
-                    } else if let Some(rest) = l.strip_prefix("CELL ") {
-                        cell_note = rest.to_string();
-                    }
-                }
-                let annotate = std::process::Command::new("callgrind_annotate")
-                    .args(["--inclusive=yes", "--threshold=100"])
-                    .arg(&out_file)
-                    .output();
-                let text = annotate
-                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                    .unwrap_or_default();
-                let mut ir = [0u64; 3];
-                for l in text.lines() {
-                    for (slot, name) in ["measure_0", "measure_1", "measure_2"].iter().enumerate() {
-                        if l.contains(&format!("compare::{name}")) {
-                            let n: String = l
-                                .trim_start()
-                                .split(' ')
-                                .next()
-                                .unwrap_or("")
-                                .chars()
-                                .filter(char::is_ascii_digit)
-                                .collect();
-                            ir[slot] += n.parse::<u64>().unwrap_or(0);
-                        }
-                    }
-                }
-                let _ = std::fs::remove_file(&out_file);
-                let labels: &[&str] = match w {
-                    Workload::Fill => &["alloc", "free"],
-                    Workload::Huge => &["alloc", "doomed", "free"],
-                    Workload::Fragmented => &["doomed", "hole", "free"],
-                    _ => &["pair"],
+                let parts: Vec<String> = match &cell {
+                    Cell::Done { metrics, .. } => metrics.iter().map(fmt_metric).collect(),
+                    Cell::Na(e) | Cell::Dnf(e) | Cell::Failed(e) => vec![format!("({e})")],
                 };
-                let mut parts = Vec::new();
-                for (slot, label) in labels.iter().enumerate() {
-                    if ops[slot] > 0 {
-                        parts.push(format!("{label} {:.0}", ir[slot] as f64 / ops[slot] as f64));
-                    }
-                }
-                if !cell_note.is_empty() {
-                    parts.push(format!("({cell_note})"));
-                }
                 println!("  {:28} {:>8}: {}", r.name, size_name(s), parts.join(", "));
+                cells.push(cell);
             }
+            table.push(cells);
+        }
+        tables.push((w, table));
+    }
+    print_targets(&Results {
+        rows,
+        sizes: &sizes,
+        tables: &tables,
+        instructions: true,
+        init_baseline: opts.init_baseline,
+    });
+}
+
+/// One cell under callgrind: its time metrics replaced by instructions per op (unit
+/// `Count`, named by the loop), its other metrics (failures, c/r, KiB per GiB) as the
+/// child measured them. None if valgrind cannot be run.
+fn instructions_cell(
+    exe: &std::path::Path,
+    dir: &std::path::Path,
+    opts: &Opts,
+    w: Workload,
+    r: &Row,
+    s: u64,
+) -> Option<Cell> {
+    let out_file = dir.join(format!(
+        "compare-callgrind-{}-{}-{}.out",
+        w.key(),
+        r.key,
+        s >> 20
+    ));
+    let budget = format!("{}", opts.cfg.budget.as_secs_f64() * 20.0);
+    let size = format!("{}M", s >> 20);
+    let child = std::process::Command::new("valgrind")
+        .args(["--tool=callgrind", "--dump-instr=no"])
+        .arg(format!("--callgrind-out-file={}", out_file.display()))
+        .arg(exe)
+        .args([
+            "--child", "--quick", "--runs", "1", "--budget", &budget, "--sizes", &size,
+        ])
+        .args(["--only", w.key(), "--peers", r.key])
+        .output();
+    let child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            println!("cannot run valgrind: {e}");
+            return None;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    let mut ops = [0usize; 3];
+    let mut measured: Vec<f64> = Vec::new();
+    let mut cell_note = None;
+    for l in stdout.lines() {
+        if let Some(rest) = l.strip_prefix("OPS ") {
+            let kv: BTreeMap<&str, usize> = rest
+                .split(' ')
+                .filter_map(|p| p.split_once('='))
+                .filter_map(|(k, v)| v.parse().ok().map(|v| (k, v)))
+                .collect();
+            ops[kv["slot"]] += kv["ops"];
+        } else if let Some(rest) = l.strip_prefix("METRIC ") {
+            measured.push(rest.trim().parse().unwrap_or(f64::NAN));
+        } else if let Some(rest) = l.strip_prefix("CELL ") {
+            cell_note = Some(rest.to_string());
         }
     }
+    let annotate = std::process::Command::new("callgrind_annotate")
+        .args(["--inclusive=yes", "--threshold=100"])
+        .arg(&out_file)
+        .output();
+    let text = annotate
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let _ = std::fs::remove_file(&out_file);
+    // Inclusive instructions of each slot's loop. Several lines may name one slot (one
+    // per instance); within one cell's child they all belong to that slot.
+    let mut ir = [0u64; 3];
+    let loop_names = ["::measure_0::<", "::measure_1::<", "::measure_2::<"];
+    let init_name = "::measure_init::<";
+    for l in text.lines() {
+        let slot = if w == Workload::Init {
+            l.contains(init_name).then_some(0)
+        } else {
+            loop_names.iter().position(|n| l.contains(n))
+        };
+        if let Some(slot) = slot {
+            let n: String = l
+                .trim_start()
+                .split(' ')
+                .next()
+                .unwrap_or("")
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect();
+            ir[slot] += n.parse::<u64>().unwrap_or(0);
+        }
+    }
+    if let Some(e) = cell_note {
+        return Some(Cell::Na(e));
+    }
+    let labels: &[&str] = match w {
+        Workload::Fill => &["alloc", "free"],
+        Workload::Huge => &["alloc", "doomed", "free"],
+        Workload::Fragmented => &["doomed", "hole", "free"],
+        Workload::Init => &["build"],
+        _ => &["pair"],
+    };
+    // The child's metrics in table order: the time metrics first, one per slot.
+    let mut metrics = Vec::new();
+    for (slot, label) in labels.iter().enumerate() {
+        if ops[slot] > 0 {
+            metrics.push(Metric {
+                name: label,
+                unit: Unit::Count,
+                value: ir[slot] as f64 / ops[slot] as f64,
+                partial: None,
+            });
+        }
+    }
+    let (names, units): (&[&'static str], &[Unit]) = match w {
+        Workload::Mixed => (&["fail", "c/r"], &[Unit::Count, Unit::Ratio]),
+        Workload::Init => (&["KiB/GiB"], &[Unit::KibPerGib]),
+        _ => (&[], &[]),
+    };
+    let skip = measured.len().saturating_sub(names.len());
+    for ((name, unit), v) in names.iter().zip(units).zip(measured.iter().skip(skip)) {
+        metrics.push(Metric {
+            name,
+            unit: *unit,
+            value: *v,
+            partial: None,
+        });
+    }
+    Some(Cell::Done {
+        metrics,
+        notes: Vec::new(),
+        peak_heap: 0,
+    })
 }
 
 // ---------------------------------------------------------------------------------------

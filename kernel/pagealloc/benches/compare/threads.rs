@@ -294,8 +294,8 @@ fn run_on<S: Shared>(
 }
 
 fn kernel_path(o: &Opts2, threads: usize, checked: bool) -> Result<f64, String> {
-    let mut md = HeapMetadata::default();
-    let pa = build_ours(BYTES, &mut md)?;
+    let mut md = Box::default();
+    let pa = build_ours(BYTES, &mut md, &mut InitClock::start())?;
     let cap = pa.total_pages();
     let owner = pa.handed_out();
     let s = KernelPath {
@@ -314,8 +314,8 @@ fn kernel_path(o: &Opts2, threads: usize, checked: bool) -> Result<f64, String> 
 }
 
 fn zone_locked(o: &Opts2, threads: usize, checked: bool) -> Result<f64, String> {
-    let mut md = HeapMetadata::default();
-    let pa = build_ours(BYTES, &mut md)?;
+    let mut md = Box::default();
+    let pa = build_ours(BYTES, &mut md, &mut InitClock::start())?;
     let cap = pa.total_pages();
     run_on(&ZoneLocked(Mutex::new(pa)), threads, o, checked, cap)
 }
@@ -326,8 +326,8 @@ fn no_lock_reference(o: &Opts2, threads: usize, checked: bool) -> Result<f64, St
     if threads != 1 {
         return Err("one thread only".into());
     }
-    let mut md = HeapMetadata::default();
-    let pa = build_ours(BYTES, &mut md)?;
+    let mut md = Box::default();
+    let pa = build_ours(BYTES, &mut md, &mut InitClock::start())?;
     let cap = pa.total_pages();
     let s = Locked(Mutex::new(OursCached {
         pa,
@@ -374,7 +374,7 @@ fn no_lock_reference(o: &Opts2, threads: usize, checked: bool) -> Result<f64, St
 }
 
 fn frame_alloc_peer(o: &Opts2, threads: usize, checked: bool) -> Result<f64, String> {
-    let s = FrameAllocShared(build_frame_alloc(BYTES)?);
+    let s = FrameAllocShared(build_frame_alloc(BYTES, &mut InitClock::start())?);
     let cap = s.0.capacity;
     run_on(&s, threads, o, checked, cap)
 }
