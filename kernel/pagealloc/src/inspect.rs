@@ -29,18 +29,28 @@ impl<'a, 'm> Inspect<'a, 'm> {
         Inspect { pa }
     }
 
-    /// The summaries of level `l` (0 is the root, 4 the chunks) in index order; `None`
-    /// for a level that does not exist.
+    /// The summaries of level `l` (0 is the root, 4 the chunks) in index order, stale
+    /// ones recomputed; `None` for a level that does not exist.
     pub fn summaries(self, l: usize) -> Option<impl ExactSizeIterator<Item = PallocSum> + 'a> {
         let pa = self.pa;
         let level = pa.summary.get(l)?;
         Some((0..level.len()).map(move |i| pa.sum(l, i)))
     }
 
-    /// Entry `i` of summary level `l`; `None` if there is no such entry.
+    /// Entry `i` of summary level `l`, recomputed if it was stale; `None` if there is no
+    /// such entry.
     pub fn summary(self, l: usize, i: usize) -> Option<PallocSum> {
         let level = self.pa.summary.get(l)?;
         (i < level.len()).then(|| self.pa.sum(l, i))
+    }
+
+    /// Whether entry `i` of level `l` is stale: a bitmap below it changed since it was
+    /// last computed, and the next read recomputes it. Reading it (or any entry above
+    /// it, or any search) recomputes it and clears the mark, so ask before reading.
+    /// `None` if there is no such entry. Not in Go, whose summaries are never stale.
+    pub fn is_stale(self, l: usize, i: usize) -> Option<bool> {
+        let level = self.pa.summary.get(l)?;
+        (i < level.len()).then(|| level.cached(i).is_none())
     }
 
     /// The leaf summary of chunk `ci`; `None` beyond the span.

@@ -33,7 +33,13 @@
 //!   the metadata was provided up front, `contents` says whether the memory is known to be zero
 //!   (Go assumes it is), and bad regions are errors.
 //! - `alloc`: Failure is an error value instead of base address 0, which is a valid page here.
-//! - `find`: The root level is scanned only as far as the span reaches.
+//!   A request at least as large as one that failed since the last free or grow fails at
+//!   once (`doomed`). A single page is taken from the search address's chunk bitmap without
+//!   consulting its summary.
+//! - `update`: marks the summaries above the change stale instead of recomputing them; reads
+//!   recompute (`stale.rs`).
+//! - `find`: The root level is scanned only as far as the span reaches; stale entries are
+//!   recomputed as they are read.
 //! - `free`: Go trusts the caller; here the free is accepted only if it takes back every page
 //!   of the range from its caller (clears their handed-out bits atomically), so of two racing
 //!   frees of a page exactly one wins. A range that is not grown, or whose first page that is

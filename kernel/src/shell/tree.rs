@@ -18,11 +18,18 @@ impl Console {
             }
             let mut changed = Vec::with_capacity(MAX_CHANGED_LINES);
             let snapshot = &self.snapshot;
-            let Some((search, path, more, unchanged)) = frames::with_zones(|zones| {
+            let Some((search, path, stale, more, unchanged)) = frames::with_zones(|zones| {
                 let pa = zone(zones, z)?;
                 let search = pa.inspect().search_addr();
                 let mut path = [None; SUMMARY_LEVELS];
+                // Which entries of the path a change marked stale: asked before any read,
+                // as reading recomputes them.
+                let mut stale = [false; SUMMARY_LEVELS];
                 if search != MAX_SEARCH_ADDR {
+                    for (l, st) in stale.iter_mut().enumerate() {
+                        let i = (search >> LEVEL_SHIFT[l]) as usize;
+                        *st = pa.inspect().is_stale(l, i) == Some(true);
+                    }
                     for (l, slot) in path.iter_mut().enumerate() {
                         let i = (search >> LEVEL_SHIFT[l]) as usize;
                         *slot = pa.inspect().summary(l, i).map(|s| (i, s));
@@ -50,7 +57,7 @@ impl Console {
                         .unwrap_or_default();
                     (0..now.len()).all(|i| snapshot.get(z, l, i) == Some(now[i]))
                 });
-                Some((search, path, more, unchanged))
+                Some((search, path, stale, more, unchanged))
             }) else {
                 continue;
             };
@@ -72,6 +79,15 @@ impl Console {
                 if let Some((i, now)) = *entry {
                     write_entry(out, 2, l, i, now, self.snapshot.get(z, l, i))?;
                 }
+            }
+            if stale.contains(&true) {
+                write!(out, "  marked stale by a change, recomputed by this read:")?;
+                for (l, entry) in path.iter().enumerate() {
+                    if let (true, Some((i, _))) = (stale[l], entry) {
+                        write!(out, " L{l}[{i}]")?;
+                    }
+                }
+                writeln!(out)?;
             }
             if !changed.is_empty() {
                 writeln!(out, "  other summaries that changed since the last `tree`:")?;
