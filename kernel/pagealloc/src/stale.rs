@@ -108,13 +108,24 @@ mod tests {
     use crate::testutil::HeapMetadata;
     use crate::{AddrRange, Contents, MetadataLayout};
 
-    #[test]
-    fn a_change_marks_up_to_the_first_stale_ancestor_and_a_read_refreshes() {
-        let region = AddrRange::new(0, 64 * PALLOC_CHUNK_BYTES);
+    fn metadata(chunks: u64) -> HeapMetadata {
+        let region = AddrRange::new(0, chunks * PALLOC_CHUNK_BYTES);
+        HeapMetadata::new(&MetadataLayout::for_regions(&[region]).unwrap())
+    }
+
+    /// An allocator over `chunks` wholly free chunks from address 0.
+    fn grown(md: &mut HeapMetadata, chunks: u64) -> PageAlloc<'_> {
+        let region = AddrRange::new(0, chunks * PALLOC_CHUNK_BYTES);
         let layout = MetadataLayout::for_regions(&[region]).unwrap();
-        let mut md = HeapMetadata::new(&layout);
         let mut pa = PageAlloc::new(layout, md.metadata()).unwrap();
         pa.grow(region, Contents::Unknown).unwrap();
+        pa
+    }
+
+    #[test]
+    fn a_change_marks_up_to_the_first_stale_ancestor_and_a_read_refreshes() {
+        let mut md = metadata(64);
+        let mut pa = grown(&mut md, 64);
         pa.refresh_all();
         assert!((0..=LEAF).all(|l| !pa.is_stale(l, 0)));
 
@@ -137,11 +148,8 @@ mod tests {
 
     #[test]
     fn a_repeated_doomed_request_reads_nothing_until_a_free() {
-        let region = AddrRange::new(0, 16 * PALLOC_CHUNK_BYTES);
-        let layout = MetadataLayout::for_regions(&[region]).unwrap();
-        let mut md = HeapMetadata::new(&layout);
-        let mut pa = PageAlloc::new(layout, md.metadata()).unwrap();
-        pa.grow(region, Contents::Unknown).unwrap();
+        let mut md = metadata(16);
+        let mut pa = grown(&mut md, 16);
         let a = pa.alloc(8 * PALLOC_CHUNK_PAGES).unwrap();
         let too_big = 8 * PALLOC_CHUNK_PAGES + 1;
         assert!(pa.alloc(too_big).is_err());
@@ -164,11 +172,8 @@ mod tests {
 
     #[test]
     fn whole_chunks_come_from_the_hint_and_a_scan_that_skips_fresh_entries() {
-        let region = AddrRange::new(0, 64 * PALLOC_CHUNK_BYTES);
-        let layout = MetadataLayout::for_regions(&[region]).unwrap();
-        let mut md = HeapMetadata::new(&layout);
-        let mut pa = PageAlloc::new(layout, md.metadata()).unwrap();
-        pa.grow(region, Contents::Unknown).unwrap();
+        let mut md = metadata(64);
+        let mut pa = grown(&mut md, 64);
         let two_mib = crate::Constraints::aligned(PALLOC_CHUNK_PAGES);
         // One page in each of the first 40 chunks: no whole chunk below chunk 40.
         for c in 0..40 {
