@@ -201,4 +201,38 @@ mod tests {
         assert_eq!(pa.free_chunk_hint, 64);
         pa.check_invariants().unwrap();
     }
+
+    #[test]
+    fn the_check_finds_a_missing_mark_and_a_wrong_fresh_entry() {
+        let mut md = metadata(16);
+        let mut pa = grown(&mut md, 16);
+        pa.refresh_all();
+        pa.check_invariants().unwrap();
+        // A change marked only at the leaf: its parent is fresh but no longer right.
+        pa.summary[LEAF].mark_stale(3);
+        assert_eq!(
+            pa.check_invariants(),
+            Err(crate::InvariantError::StaleBelowFresh {
+                level: LEAF - 1,
+                index: 0,
+                child: 3
+            })
+        );
+        // A read from the root does not reach it (everything above is fresh); a read of
+        // the leaf itself does.
+        pa.refresh_all();
+        assert!(pa.is_stale(LEAF, 3));
+        pa.sum(LEAF, 3);
+        pa.check_invariants().unwrap();
+        // A fresh leaf that disagrees with its bitmap.
+        pa.summary[LEAF].set(5, PallocSum::EMPTY);
+        assert!(matches!(
+            pa.check_invariants(),
+            Err(crate::InvariantError::Summary {
+                level: LEAF,
+                index: 5,
+                ..
+            })
+        ));
+    }
 }
