@@ -172,7 +172,7 @@ fn parse_args() -> Result<Opts, String> {
             "--help" | "-h" => {
                 println!(
                     "options: --quick  --sizes 256M,4G,64G,1T  --only fill,churn,mixed,huge,fragmented,init\n\
-                     \x20        --peers tutorial,firstfit,bitmap,buddy,freelist,framealloc,ours,cached\n\
+                     \x20        --peers tutorial,firstfit,bitmap,buddy,freelist,framealloc,ours,ours-nozero,cached\n\
                      \x20        --runs N  --budget SECONDS  --window SIZE  --seed N  --instructions  --micro\n\
                      \x20        --threads (1 and 2 threads; with --runs, --seed, --quick)\n\
                      \x20        --init-baseline V (ours' init at the largest size before issue 11: ms, or\n\

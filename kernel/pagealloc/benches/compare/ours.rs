@@ -108,13 +108,18 @@ impl Peer for OursCached<'_> {
 /// Builds our allocator over `[0, bytes)` the way the kernel does: size the metadata from
 /// the memory map, provide it (zeroed and resident, as for every peer: see `zeroed_slice`),
 /// grow every region. Sizing and providing the metadata are not timed; `new` and `grow` are.
+/// `known_zero: false` builds it with [`MetadataLayout::without_known_zero`].
 pub(crate) fn build_ours<'m>(
     bytes: u64,
+    known_zero: bool,
     md: &'m mut Box<[AtomicU64]>,
     clock: &mut InitClock,
 ) -> Result<PageAlloc<'m>, String> {
-    let layout =
+    let mut layout =
         MetadataLayout::for_regions(&[AddrRange::new(0, bytes)]).map_err(|e| e.to_string())?;
+    if !known_zero {
+        layout = layout.without_known_zero();
+    }
     // SAFETY: zero is a valid `AtomicU64`.
     *md = unsafe { zeroed_slice::<AtomicU64>(layout.words()) };
     let md: &'m mut [AtomicU64] = md;
@@ -138,11 +143,34 @@ impl Subject for OursS {
     };
 
     fn with<V: Visitor>(bytes: u64, v: V) -> Result<V::Out, String> {
-        let mut clock = InitClock::start();
-        let mut md = Box::default();
-        let pa = build_ours(bytes, &mut md, &mut clock)?;
-        let init = clock.stop();
-        Ok(v.visit(&mut Ours { pa }, init))
+        with_uncached(bytes, true, v)
+    }
+}
+
+/// Builds ours uncached (timing the build) and lets `v` run a workload on it.
+fn with_uncached<V: Visitor>(bytes: u64, known_zero: bool, v: V) -> Result<V::Out, String> {
+    let mut clock = InitClock::start();
+    let mut md = Box::default();
+    let pa = build_ours(bytes, known_zero, &mut md, &mut clock)?;
+    let init = clock.stop();
+    Ok(v.visit(&mut Ours { pa }, init))
+}
+
+/// Ours uncached with the known-zero record turned off at run time (32 KiB per GiB less
+/// metadata; zeroed allocations then always clear).
+pub(crate) struct OursNoZeroS;
+
+impl Subject for OursNoZeroS {
+    const NAME: &'static str = "pagealloc, no known-zero";
+    const KEY: &'static str = "ours-nozero";
+    const CAPS: Caps = Caps {
+        free: true,
+        multi: true,
+        aligned: true,
+    };
+
+    fn with<V: Visitor>(bytes: u64, v: V) -> Result<V::Out, String> {
+        with_uncached(bytes, false, v)
     }
 }
 
@@ -160,7 +188,7 @@ impl Subject for OursCachedS {
     fn with<V: Visitor>(bytes: u64, v: V) -> Result<V::Out, String> {
         let mut clock = InitClock::start();
         let mut md = Box::default();
-        let pa = build_ours(bytes, &mut md, &mut clock)?;
+        let pa = build_ours(bytes, true, &mut md, &mut clock)?;
         let init = clock.stop();
         Ok(v.visit(
             &mut OursCached {

@@ -89,6 +89,7 @@ pub(crate) fn rows() -> Vec<Row> {
         row::<FreeListS>(),
         row::<FrameAllocS>(),
         row::<OursS>(),
+        row::<OursNoZeroS>(),
         row::<OursCachedS>(),
     ]
 }
@@ -293,7 +294,7 @@ pub(crate) fn print_ratios(w: Workload, rows: &[Row], sizes: &[u64], table: &[Ve
     let ours: Vec<usize> = rows
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.key == "ours" || r.key == "cached")
+        .filter(|(_, r)| matches!(r.key, "ours" | "ours-nozero" | "cached"))
         .map(|(i, _)| i)
         .collect();
     if ours.is_empty() || w == Workload::Init {

@@ -295,7 +295,7 @@ fn run_on<S: Shared>(
 
 fn kernel_path(o: &Opts2, threads: usize, checked: bool) -> Result<f64, String> {
     let mut md = Box::default();
-    let pa = build_ours(BYTES, &mut md, &mut InitClock::start())?;
+    let pa = build_ours(BYTES, true, &mut md, &mut InitClock::start())?;
     let cap = pa.total_pages();
     let owner = pa.handed_out();
     let s = KernelPath {
@@ -315,7 +315,7 @@ fn kernel_path(o: &Opts2, threads: usize, checked: bool) -> Result<f64, String> 
 
 fn zone_locked(o: &Opts2, threads: usize, checked: bool) -> Result<f64, String> {
     let mut md = Box::default();
-    let pa = build_ours(BYTES, &mut md, &mut InitClock::start())?;
+    let pa = build_ours(BYTES, true, &mut md, &mut InitClock::start())?;
     let cap = pa.total_pages();
     run_on(&ZoneLocked(Mutex::new(pa)), threads, o, checked, cap)
 }
@@ -327,7 +327,7 @@ fn no_lock_reference(o: &Opts2, threads: usize, checked: bool) -> Result<f64, St
         return Err("one thread only".into());
     }
     let mut md = Box::default();
-    let pa = build_ours(BYTES, &mut md, &mut InitClock::start())?;
+    let pa = build_ours(BYTES, true, &mut md, &mut InitClock::start())?;
     let cap = pa.total_pages();
     let s = Locked(Mutex::new(OursCached {
         pa,
