@@ -28,6 +28,7 @@ mod pagecache;
 mod pallocbits;
 mod queries;
 mod ranges;
+mod single;
 mod stale;
 mod summary;
 mod tree;

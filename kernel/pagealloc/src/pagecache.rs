@@ -47,8 +47,9 @@ use crate::errors::RangeOpError;
 use crate::handedout::HandedOut;
 use crate::index::{ChunkIdx, LEAF, MAX_SEARCH_ADDR, chunk_page_index};
 use crate::pallocbits::{find_bit_range64, low_mask};
+use crate::single::one_page_keeps_summary;
 use crate::summary::PallocSum;
-use crate::tree::{PageAlloc, one_page_keeps_summary};
+use crate::tree::PageAlloc;
 
 /// Free pages of one 64-page-aligned block, held for one CPU. Go: `pageCache`.
 ///
