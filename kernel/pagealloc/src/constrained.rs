@@ -149,25 +149,6 @@ impl PageAlloc<'_> {
         Err(oom)
     }
 
-    /// Hands out the free run `[addr, addr + npages pages)` that a search found.
-    fn alloc_found(
-        &mut self,
-        addr: u64,
-        npages: usize,
-        dirty: Option<&mut dyn FnMut(u64, usize)>,
-    ) -> Allocation {
-        if let Some(f) = dirty {
-            self.visit_dirty(addr, npages, f);
-        }
-        let zeroed_pages = self.alloc_range_unchecked(addr, npages);
-        self.handed_out().set(addr, npages);
-        Allocation {
-            base: addr,
-            npages,
-            zeroed_pages,
-        }
-    }
-
     /// The lowest wholly free chunk inside `[lo, hi)`: the lowest 2 MiB-aligned run of
     /// 512 pages, found without the depth-first search. It scans the leaves from the
     /// free-chunk hint, skipping every fresh entry (at any level) whose longest run is

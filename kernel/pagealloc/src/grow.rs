@@ -9,7 +9,7 @@ use crate::handedout::WORDS_PER_CHUNK;
 use crate::index::*;
 use crate::layout::l2_blocks_of;
 use crate::metadata::NO_BLOCK;
-use crate::pallocbits::{PallocBits, for_each_word_in_range};
+use crate::pallocbits::for_each_word_in_range;
 use crate::ranges::{AddrRange, RangeError};
 use crate::summary::FREE_CHUNK_SUM;
 use crate::tree::{Contents, PageAlloc};
@@ -65,8 +65,8 @@ impl PageAlloc<'_> {
             Err(e) => panic!("pagealloc: grown ranges rejected a checked region: {e}"),
         }
 
-        // One pass: each chunk's words and leaf summary are written once, then the
-        // levels above are brought up to date over the region's chunks.
+        // One pass: each chunk's words are written once, and its leaf set (a wholly free
+        // chunk) or marked stale (a part); then the levels above are marked stale.
         let (sc, ec) = (ChunkIdx::of(base).0, ChunkIdx::of(limit - 1).0);
         let (si, ei) = (chunk_page_index(base), chunk_page_index(limit - 1));
         let zeroed = contents == Contents::Zeroed;
@@ -130,7 +130,7 @@ impl PageAlloc<'_> {
     }
 
     /// Frees pages `[i, i + n)` of chunk `c` (pool slot `k`, all allocated before if
-    /// its block is `new`) for a grow, and writes its leaf summary.
+    /// its block is `new`) for a grow, and marks its leaf stale.
     fn grow_part_of_chunk(
         &mut self,
         c: usize,
@@ -152,12 +152,7 @@ impl PageAlloc<'_> {
             }
         });
         self.chunks.store(k, alloc, known_zero);
-        // Free by now when earlier grows covered the rest of the chunk.
-        let sum = if alloc.iter().all(|&w| w == 0) {
-            FREE_CHUNK_SUM
-        } else {
-            PallocBits::from_words(alloc).summarize()
-        };
-        self.summary[LEAF].set(c, sum);
+        // The next read summarizes it (`stale.rs`).
+        self.summary[LEAF].mark_stale(c);
     }
 }

@@ -39,6 +39,14 @@ impl<'b> PartialEq<HandedOut<'b>> for HandedOut<'_> {
 
 impl Eq for HandedOut<'_> {}
 
+/// Takes back the page at `base`, whose bit is in `w`, with one `fetch_and`; false if
+/// the bit was clear. Clearing a clear bit changes nothing, so there is nothing to undo.
+#[inline]
+pub(crate) fn take_one(w: &AtomicU64, base: u64) -> bool {
+    let bit = 1u64 << (chunk_page_index(base) % 64);
+    w.fetch_and(!bit, Ordering::AcqRel) & bit != 0
+}
+
 /// The address of bit `bit` of the word that holds `addr`.
 fn bit_addr(addr: u64, bit: u32) -> u64 {
     (addr & !((64 * PAGE_SIZE) - 1)) + (u64::from(bit) << PAGE_SHIFT)
@@ -55,26 +63,31 @@ impl<'m> HandedOut<'m> {
         self.chunk_map.as_ptr() as usize
     }
 
+    /// The pool slot of chunk `ci`'s bitmaps (and bits), if a grow touched its block.
+    #[inline]
+    fn slot(&self, ci: ChunkIdx) -> Option<usize> {
+        let slot = self.chunk_map.get(ci.map_block())?.load(Ordering::Acquire);
+        (slot != NO_BLOCK).then(|| slot as usize * PALLOC_CHUNKS_L2_ENTRIES + ci.slot_in_block())
+    }
+
+    /// The word of bits of page `i` of the chunk in pool slot `k` (the bits share the
+    /// slots of the chunk bitmaps: a caller that has the slot needs no second lookup).
+    #[inline]
+    pub(crate) fn slot_word(&self, k: usize, i: usize) -> &'m AtomicU64 {
+        &self.bits[k * WORDS_PER_CHUNK + i / 64]
+    }
+
     /// The word of bits that holds page `addr`, if its chunk has a bitmap slot.
     #[inline]
     pub(crate) fn word(&self, addr: u64) -> Option<&'m AtomicU64> {
-        let ci = ChunkIdx::of(addr);
-        let slot = self.chunk_map.get(ci.map_block())?.load(Ordering::Acquire);
-        if slot == NO_BLOCK {
-            return None;
-        }
-        let chunk = slot as usize * PALLOC_CHUNKS_L2_ENTRIES + ci.slot_in_block();
-        self.bits
-            .get(chunk * WORDS_PER_CHUNK + chunk_page_index(addr) / 64)
+        let k = self.slot(ChunkIdx::of(addr))?;
+        Some(self.slot_word(k, chunk_page_index(addr)))
     }
 
     /// The first word of chunk `ci`'s bits, if the chunk has a bitmap slot.
     #[inline]
     fn chunk_first_word(&self, ci: ChunkIdx) -> Option<usize> {
-        let slot = self.chunk_map.get(ci.map_block())?.load(Ordering::Acquire);
-        (slot != NO_BLOCK).then(|| {
-            (slot as usize * PALLOC_CHUNKS_L2_ENTRIES + ci.slot_in_block()) * WORDS_PER_CHUNK
-        })
+        self.slot(ci).map(|k| k * WORDS_PER_CHUNK)
     }
 
     /// Calls `f(address of the piece's first page, mask in its word, the word)` for each
@@ -162,14 +175,25 @@ impl<'m> HandedOut<'m> {
     pub(crate) fn set(&self, base: u64, npages: usize) {
         if npages == 1 {
             // The per-CPU paths hand out single pages: one lookup, one `fetch_or`.
-            let bit = 1u64 << (chunk_page_index(base) % 64);
-            let old = self.word(base).map(|w| w.fetch_or(bit, Ordering::AcqRel));
-            if old.is_none_or(|old| old & bit != 0) {
-                self.set_failed(base, npages);
+            match self.word(base) {
+                Some(w) => self.set_one(w, base),
+                None => self.set_failed(base, npages),
             }
             return;
         }
         self.set_slow(base, npages);
+    }
+
+    /// Hands out the page at `base`, whose bit is in `w`: one `fetch_or`.
+    ///
+    /// # Panics
+    /// If the bit was already set, as [`HandedOut::set`].
+    #[inline]
+    pub(crate) fn set_one(&self, w: &AtomicU64, base: u64) {
+        let bit = 1u64 << (chunk_page_index(base) % 64);
+        if w.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
+            self.set_failed(base, 1);
+        }
     }
 
     #[cold]
@@ -214,10 +238,8 @@ impl<'m> HandedOut<'m> {
     #[inline]
     pub(crate) fn take(&self, base: u64, npages: usize) -> Result<(), u64> {
         if npages == 1 {
-            // One bit: clearing a clear bit changes nothing, so there is nothing to undo.
-            let bit = 1u64 << (chunk_page_index(base) % 64);
             return match self.word(base) {
-                Some(w) if w.fetch_and(!bit, Ordering::AcqRel) & bit != 0 => Ok(()),
+                Some(w) if take_one(w, base) => Ok(()),
                 _ => Err(base),
             };
         }

@@ -525,7 +525,7 @@ impl PageAlloc<'_> {
             // If every single free leaves a fresh summary as it was, so do all of them
             // together, and nothing above the leaf changes either.
             let unchanged = self.with_chunk(ci, |chunk| {
-                let mut unchanged = old.is_some();
+                let mut unchanged = true;
                 for &p in &rest[..n] {
                     let i = chunk_page_index(p);
                     chunk.free1(i);

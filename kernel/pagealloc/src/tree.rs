@@ -285,7 +285,7 @@ impl<'m> PageAlloc<'m> {
         if npages == 1 {
             let (ci, i) = (ChunkIdx::of(base), chunk_page_index(base));
             let k = self.grown_slot(ci);
-            let (zeroed, _) = self.chunks.flip_one(k, i, true);
+            let zeroed = self.chunks.flip_one(k, i, true);
             self.free_pages -= 1;
             self.one_page_flipped(ci, k, i, false);
             return usize::from(zeroed);
@@ -334,7 +334,7 @@ impl<'m> PageAlloc<'m> {
     /// whose zeroed bits are clear, in address order (the whole range without
     /// known-zero tracking).
     pub(crate) fn visit_dirty(&self, base: u64, npages: usize, f: &mut dyn FnMut(u64, usize)) {
-        if !self.chunks.tracks_known_zero() {
+        if !self.layout.tracks_known_zero() {
             f(base, npages);
             return;
         }
@@ -422,22 +422,38 @@ impl<'m> PageAlloc<'m> {
     #[inline]
     pub fn alloc(&mut self, npages: usize) -> Result<Allocation, AllocError> {
         if npages == 1
-            && ChunkIdx::of(self.search_addr).0 < self.end
-            && let Some((base, zeroed)) = self.alloc_one_at_search_addr()
+            && let Some(a) = self.alloc_one_at_search_addr()
         {
-            return Ok(Allocation {
-                base,
-                npages,
-                zeroed_pages: usize::from(zeroed),
-            });
+            return Ok(a);
         }
-        self.alloc_first_fit(npages, None)
+        self.alloc_searched(npages, None)
     }
 
     /// [`PageAlloc::alloc`], telling `dirty` which runs of the result were not known to
     /// be zero.
-    #[inline(never)]
     pub(crate) fn alloc_first_fit(
+        &mut self,
+        npages: usize,
+        dirty: Option<&mut dyn FnMut(u64, usize)>,
+    ) -> Result<Allocation, AllocError> {
+        if npages == 1
+            && let Some(a) = self.alloc_one_at_search_addr()
+        {
+            if let Some(f) = dirty
+                && a.zeroed_pages == 0
+            {
+                f(a.base, 1);
+            }
+            return Ok(a);
+        }
+        self.alloc_searched(npages, dirty)
+    }
+
+    /// First fit past the single-page fast path (which, for one page, has already looked
+    /// at the search address's chunk): the search address's chunk for longer runs, then
+    /// the tree.
+    #[inline(never)]
+    fn alloc_searched(
         &mut self,
         npages: usize,
         dirty: Option<&mut dyn FnMut(u64, usize)>,
@@ -452,21 +468,12 @@ impl<'m> PageAlloc<'m> {
         if ChunkIdx::of(self.search_addr).0 >= self.end || npages >= self.doomed {
             return Err(oom);
         }
-        if npages == 1
-            && let Some((base, zeroed)) = self.alloc_one_at_search_addr()
-        {
-            if let Some(f) = dirty
-                && !zeroed
-            {
-                f(base, 1);
-            }
-            return Ok(Allocation {
-                base,
-                npages,
-                zeroed_pages: usize::from(zeroed),
-            });
-        }
-        let (addr, candidate) = match self.find_at_search_addr(npages) {
+        let in_chunk = if npages == 1 {
+            None
+        } else {
+            self.find_at_search_addr(npages)
+        };
+        let (addr, candidate) = match in_chunk {
             Some(f) => f,
             None => match self.find(npages) {
                 Some(f) => f,
@@ -480,20 +487,31 @@ impl<'m> PageAlloc<'m> {
                 }
             },
         };
+        let a = self.alloc_found(addr, npages, dirty);
+        // Only an allocation raises the search address.
+        if self.search_addr < candidate {
+            self.search_addr = candidate;
+        }
+        Ok(a)
+    }
+
+    /// Hands out the free run `[addr, addr + npages pages)` that a search found.
+    pub(crate) fn alloc_found(
+        &mut self,
+        addr: u64,
+        npages: usize,
+        dirty: Option<&mut dyn FnMut(u64, usize)>,
+    ) -> Allocation {
         if let Some(f) = dirty {
             self.visit_dirty(addr, npages, f);
         }
         let zeroed_pages = self.alloc_range_unchecked(addr, npages);
         self.handed_out().set(addr, npages);
-        // Only an allocation raises the search address.
-        if self.search_addr < candidate {
-            self.search_addr = candidate;
-        }
-        Ok(Allocation {
+        Allocation {
             base: addr,
             npages,
             zeroed_pages,
-        })
+        }
     }
 
     /// The fast path of `alloc`: a run of `npages` in the chunk the search address points
@@ -698,7 +716,7 @@ impl<'m> PageAlloc<'m> {
     /// [`PageAlloc::free`].
     pub fn free_zeroed(&mut self, base: u64, npages: usize) -> Result<(), RangeOpError> {
         self.free(base, npages)?;
-        if self.chunks.tracks_known_zero() {
+        if self.layout.tracks_known_zero() {
             self.for_each_chunk_piece(base, npages, |chunks, k, i, n| {
                 chunks.set_known_zero(k, i, n);
             });
@@ -706,20 +724,12 @@ impl<'m> PageAlloc<'m> {
         Ok(())
     }
 
-    /// Go's `free` without the checks.
+    /// Go's `free` without the checks. (Single pages take `free_one_handed_out`.)
     fn free_unchecked(&mut self, base: u64, npages: usize) {
-        if npages == 1 {
-            // Fast path: one page in one chunk.
-            let (ci, i) = (ChunkIdx::of(base), chunk_page_index(base));
-            let k = self.grown_slot(ci);
-            self.chunks.flip_one(k, i, false);
-            self.one_page_flipped(ci, k, i, true);
-        } else {
-            self.for_each_chunk_piece(base, npages, |chunks, k, i, n| {
-                chunks.free_range(k, i, n);
-            });
-            self.update(base, npages, true, false);
-        }
+        self.for_each_chunk_piece(base, npages, |chunks, k, i, n| {
+            chunks.free_range(k, i, n);
+        });
+        self.update(base, npages, true, false);
         self.note_freed(base, npages);
     }
 

@@ -131,11 +131,17 @@ pub(crate) fn build_ours<'m>(
     })
 }
 
-pub(crate) struct OursS;
+/// Ours uncached; without `KNOWN_ZERO` its known-zero record is turned off at run time
+/// (32 KiB per GiB less metadata; zeroed allocations then always clear).
+pub(crate) struct OursS<const KNOWN_ZERO: bool>;
 
-impl Subject for OursS {
-    const NAME: &'static str = "pagealloc";
-    const KEY: &'static str = "ours";
+impl<const KNOWN_ZERO: bool> Subject for OursS<KNOWN_ZERO> {
+    const NAME: &'static str = if KNOWN_ZERO {
+        "pagealloc"
+    } else {
+        "pagealloc, no known-zero"
+    };
+    const KEY: &'static str = if KNOWN_ZERO { "ours" } else { "ours-nozero" };
     const CAPS: Caps = Caps {
         free: true,
         multi: true,
@@ -143,7 +149,7 @@ impl Subject for OursS {
     };
 
     fn with<V: Visitor>(bytes: u64, v: V) -> Result<V::Out, String> {
-        with_uncached(bytes, true, v)
+        with_uncached(bytes, KNOWN_ZERO, v)
     }
 }
 
@@ -154,24 +160,6 @@ fn with_uncached<V: Visitor>(bytes: u64, known_zero: bool, v: V) -> Result<V::Ou
     let pa = build_ours(bytes, known_zero, &mut md, &mut clock)?;
     let init = clock.stop();
     Ok(v.visit(&mut Ours { pa }, init))
-}
-
-/// Ours uncached with the known-zero record turned off at run time (32 KiB per GiB less
-/// metadata; zeroed allocations then always clear).
-pub(crate) struct OursNoZeroS;
-
-impl Subject for OursNoZeroS {
-    const NAME: &'static str = "pagealloc, no known-zero";
-    const KEY: &'static str = "ours-nozero";
-    const CAPS: Caps = Caps {
-        free: true,
-        multi: true,
-        aligned: true,
-    };
-
-    fn with<V: Visitor>(bytes: u64, v: V) -> Result<V::Out, String> {
-        with_uncached(bytes, false, v)
-    }
 }
 
 pub(crate) struct OursCachedS;

@@ -88,8 +88,8 @@ pub(crate) fn rows() -> Vec<Row> {
         row::<BuddyS>(),
         row::<FreeListS>(),
         row::<FrameAllocS>(),
-        row::<OursS>(),
-        row::<OursNoZeroS>(),
+        row::<OursS<true>>(),
+        row::<OursS<false>>(),
         row::<OursCachedS>(),
     ]
 }
