@@ -597,9 +597,17 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("boot-test-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let fake = dir.join("hanging-qemu");
-        fs::write(&fake, "#!/bin/sh\nexec sleep 30\n").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+        // Written by a child shell, not by this process: a test thread forking at the same
+        // moment would inherit our write descriptor until its exec, and running the script
+        // in that window fails with "Text file busy" (ETXTBSY).
+        let written = Command::new("sh")
+            .arg("-c")
+            .arg("printf '#!/bin/sh\\nexec sleep 30\\n' > \"$1\" && chmod 755 \"$1\"")
+            .arg("sh")
+            .arg(&fake)
+            .status()
+            .unwrap();
+        assert!(written.success());
         let options = Options {
             qemu_binary: fake.display().to_string(),
             ..options
