@@ -98,7 +98,11 @@ impl PageAlloc<'_> {
         dirty: Option<&mut dyn FnMut(u64, usize)>,
     ) -> Result<Allocation, AllocError> {
         check_npages(npages)?;
-        if !c.align_pages.is_power_of_two() || c.align_pages > MAX_NPAGES {
+        // (Not `is_power_of_two`: without a `popcnt` target feature it is a long sequence.)
+        if c.align_pages == 0
+            || c.align_pages & (c.align_pages - 1) != 0
+            || c.align_pages > MAX_NPAGES
+        {
             return Err(AllocError::BadAlignment {
                 align_pages: c.align_pages,
             });
@@ -118,8 +122,8 @@ impl PageAlloc<'_> {
             return Err(oom);
         }
         if npages == PALLOC_CHUNK_PAGES && c.align_pages == PALLOC_CHUNK_PAGES {
-            let addr = self.find_free_chunk(lo, hi).ok_or(oom)?;
-            return Ok(self.alloc_found(addr, npages, dirty));
+            let ci = self.find_free_chunk(lo, hi).ok_or(oom)?;
+            return Ok(self.hand_out_chunk(ci, dirty));
         }
         let mut st = Dfs {
             npages,
@@ -154,24 +158,14 @@ impl PageAlloc<'_> {
     /// free-chunk hint, skipping every fresh entry (at any level) whose longest run is
     /// shorter than a chunk, and reads no stale inner entry (recomputing them would cost
     /// what the fast path saves). Not in Go.
-    fn find_free_chunk(&mut self, lo: u64, hi: u64) -> Option<u64> {
+    fn find_free_chunk(&mut self, lo: u64, hi: u64) -> Option<ChunkIdx> {
         let first = ChunkIdx::of(align_up(lo, PALLOC_CHUNK_BYTES)).0;
         let last = ((hi >> LOG_PALLOC_CHUNK_BYTES) as usize).min(self.end);
         // The hint may move only if the scan covers everything from it on.
         let from_hint = first <= self.free_chunk_hint;
         let mut c = first.max(self.free_chunk_hint).max(self.start);
-        'scan: while c < last {
-            for l in 0..LEAF {
-                let log_chunks = LEVEL_LOG_PAGES[l] - LOG_PALLOC_CHUNK_PAGES;
-                if c & ((1 << log_chunks) - 1) == 0
-                    && self.summary[l]
-                        .cached(c >> log_chunks)
-                        .is_some_and(|s| s.max() < PALLOC_CHUNK_PAGES)
-                {
-                    c += 1 << log_chunks;
-                    continue 'scan;
-                }
-            }
+        while c < last {
+            // The leaf first: after a run of 2 MiB allocations the hint is a free chunk.
             let free = match self.summary[LEAF].cached(c) {
                 Some(s) => s == FREE_CHUNK_SUM,
                 None => self.alloc_bits_of(ChunkIdx(c)).words() == &[0; 8],
@@ -180,9 +174,24 @@ impl PageAlloc<'_> {
                 if from_hint {
                     self.free_chunk_hint = c + 1;
                 }
-                return Some(ChunkIdx(c).base());
+                return Some(ChunkIdx(c));
             }
             c += 1;
+            // Skip the entries that begin at `c` and cannot hold a chunk.
+            'skip: while c < last {
+                for l in 0..LEAF {
+                    let log_chunks = LEVEL_LOG_PAGES[l] - LOG_PALLOC_CHUNK_PAGES;
+                    if c & ((1 << log_chunks) - 1) == 0
+                        && self.summary[l]
+                            .cached(c >> log_chunks)
+                            .is_some_and(|s| s.max() < PALLOC_CHUNK_PAGES)
+                    {
+                        c += 1 << log_chunks;
+                        continue 'skip;
+                    }
+                }
+                break;
+            }
         }
         if from_hint && last == self.end {
             self.free_chunk_hint = self.end;

@@ -11,6 +11,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::consts::{PAGE_SHIFT, PAGE_SIZE, PALLOC_CHUNK_PAGES, PALLOC_CHUNKS_L2_ENTRIES};
 use crate::index::{ChunkIdx, chunk_page_index};
 use crate::metadata::NO_BLOCK;
+use crate::whole::is_whole_chunk;
 
 /// Words of handed-out bits per chunk.
 pub(crate) const WORDS_PER_CHUNK: usize = PALLOC_CHUNK_PAGES / 64;
@@ -45,6 +46,19 @@ impl Eq for HandedOut<'_> {}
 pub(crate) fn take_one(w: &AtomicU64, base: u64) -> bool {
     let bit = 1u64 << (chunk_page_index(base) % 64);
     w.fetch_and(!bit, Ordering::AcqRel) & bit != 0
+}
+
+/// A whole chunk being handed out had bits set (`old`): its state is corrupt.
+#[cold]
+#[inline(never)]
+fn chunk_set_failed(base: u64, old: [u64; WORDS_PER_CHUNK]) -> ! {
+    let (j, w) = old
+        .iter()
+        .enumerate()
+        .find(|(_, w)| **w != 0)
+        .expect("a set bit");
+    let page = base + (((j * 64) as u64 + u64::from(w.trailing_zeros())) << PAGE_SHIFT);
+    panic!("pagealloc: page {page:#x} handed out twice (2 MiB chunk {base:#x})");
 }
 
 /// The address of bit `bit` of the word that holds `addr`.
@@ -181,6 +195,13 @@ impl<'m> HandedOut<'m> {
             }
             return;
         }
+        if is_whole_chunk(base, npages) {
+            match self.slot(ChunkIdx::of(base)) {
+                Some(k) => self.set_chunk(k, base),
+                None => self.set_failed(base, npages),
+            }
+            return;
+        }
         self.set_slow(base, npages);
     }
 
@@ -232,6 +253,59 @@ impl<'m> HandedOut<'m> {
         });
     }
 
+    /// The eight words of bits of the chunk in pool slot `k`.
+    #[inline]
+    fn chunk_words(&self, k: usize) -> &'m [AtomicU64; WORDS_PER_CHUNK] {
+        let first = k * WORDS_PER_CHUNK;
+        self.bits[first..first + WORDS_PER_CHUNK]
+            .try_into()
+            .expect("eight words per slot")
+    }
+
+    /// Hands out every page of the chunk in pool slot `k`, whose first page is `base`:
+    /// [`HandedOut::set`] for a whole chunk, without per-word masks (a 2 MiB allocation).
+    ///
+    /// # Panics
+    /// If a bit was already set, as [`HandedOut::set`].
+    pub(crate) fn set_chunk(&self, k: usize, base: u64) {
+        let words = self.chunk_words(k);
+        let old = words.each_ref().map(|w| w.load(Ordering::Acquire));
+        if old.iter().fold(0, |a, w| a | w) != 0 {
+            chunk_set_failed(base, old);
+        }
+        // As in `set_slow`: nobody else sets the bits of pages being handed out.
+        for w in words {
+            w.store(!0, Ordering::Release);
+        }
+    }
+
+    /// Takes back every page of the chunk in pool slot `k`, whose first page is `base`:
+    /// [`HandedOut::take`] for a whole chunk (a 2 MiB free). Looks first, then clears
+    /// each word with one `swap`; a take that loses a race restores what it cleared.
+    pub(crate) fn take_chunk(&self, k: usize, base: u64) -> Result<(), u64> {
+        let words = self.chunk_words(k);
+        let page_of = |j: usize, clear: u64| {
+            base + (((j * 64) as u64 + u64::from(clear.trailing_zeros())) << PAGE_SHIFT)
+        };
+        for (j, w) in words.iter().enumerate() {
+            let old = w.load(Ordering::Acquire);
+            if old != !0 {
+                return Err(page_of(j, !old));
+            }
+        }
+        for (j, w) in words.iter().enumerate() {
+            let old = w.swap(0, Ordering::AcqRel);
+            if old != !0 {
+                w.fetch_or(old, Ordering::AcqRel);
+                for v in &words[..j] {
+                    v.fetch_or(!0, Ordering::AcqRel);
+                }
+                return Err(page_of(j, !old));
+            }
+        }
+        Ok(())
+    }
+
     /// Takes pages back from their caller: clears every bit of the range, or, if some
     /// page's bit was already clear, restores exactly the bits this call cleared and
     /// returns that page. Of two racing takes of one page, exactly one wins.
@@ -241,6 +315,12 @@ impl<'m> HandedOut<'m> {
             return match self.word(base) {
                 Some(w) if take_one(w, base) => Ok(()),
                 _ => Err(base),
+            };
+        }
+        if is_whole_chunk(base, npages) {
+            return match self.slot(ChunkIdx::of(base)) {
+                Some(k) => self.take_chunk(k, base),
+                None => Err(base),
             };
         }
         self.take_slow(base, npages)
@@ -263,7 +343,13 @@ impl<'m> HandedOut<'m> {
             let Some(w) = w else {
                 return ControlFlow::Break(addr);
             };
-            let old = w.fetch_and(!mask, Ordering::AcqRel);
+            // For a whole word `swap` is one `xchg`; a `fetch_and` whose result is used
+            // is a compare-and-swap loop.
+            let old = if mask == !0 {
+                w.swap(0, Ordering::AcqRel)
+            } else {
+                w.fetch_and(!mask, Ordering::AcqRel)
+            };
             if old & mask != mask {
                 if old & mask != 0 {
                     w.fetch_or(old & mask, Ordering::AcqRel);

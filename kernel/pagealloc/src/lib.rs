@@ -32,6 +32,7 @@ mod single;
 mod stale;
 mod summary;
 mod tree;
+mod whole;
 
 #[cfg(any(test, feature = "inspect"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "inspect")))]

@@ -18,7 +18,7 @@
 use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::consts::SUMMARY_LEVELS;
+use crate::consts::{PALLOC_CHUNK_PAGES, SUMMARY_LEVELS};
 use crate::errors::LayoutError;
 use crate::layout::MetadataLayout;
 use crate::pallocbits::{PallocBits, PallocData, for_each_word_in_range};
@@ -185,6 +185,33 @@ impl Chunks<'_> {
         zeroed
     }
 
+    /// Marks every page of entry `k` allocated and not zero (a 2 MiB allocation); returns
+    /// how many were known to be zero. Straight stores, no per-word masks.
+    #[inline]
+    pub(crate) fn alloc_whole(&mut self, k: usize) -> usize {
+        let mut zeroed = 0;
+        if let Some(z) = self.known_zero.get_mut(k) {
+            let words = z.each_mut().map(|w| core::mem::take(w.get_mut()));
+            // All or none is the common case; `count_ones` is long without `popcnt`.
+            // (Folds, not `==` on arrays, which calls `memcmp`.)
+            zeroed = if words.iter().fold(0, |a, w| a | w) == 0 {
+                0
+            } else if words.iter().fold(u64::MAX, |a, w| a & w) == u64::MAX {
+                PALLOC_CHUNK_PAGES
+            } else {
+                words.iter().map(|w| w.count_ones() as usize).sum()
+            };
+        }
+        store_words(&mut self.alloc[k], [u64::MAX; 8]);
+        zeroed
+    }
+
+    /// Marks every page of entry `k` free (a 2 MiB free); known-zero bits stay clear.
+    #[inline]
+    pub(crate) fn free_whole(&mut self, k: usize) {
+        store_words(&mut self.alloc[k], [0; 8]);
+    }
+
     /// Marks pages `[i, i + n)` of entry `k` free, touching only the words the range
     /// covers; their known-zero bits are left alone (a freed page is dirty).
     #[inline]
@@ -304,7 +331,6 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
-    use crate::consts::PALLOC_CHUNK_PAGES;
     use crate::testutil::Rng;
 
     /// The in-place range operations against [`PallocData`]'s, with and without

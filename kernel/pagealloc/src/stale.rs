@@ -61,7 +61,7 @@ impl PageAlloc<'_> {
     /// Marks the ancestors of leaf `ci` stale, stopping at the first one that already is
     /// (everything above it is then stale too).
     #[inline]
-    fn mark_parents_stale(&mut self, ci: usize) {
+    pub(crate) fn mark_parents_stale(&mut self, ci: usize) {
         let mut i = ci;
         for l in (0..LEAF).rev() {
             i >>= LEVEL_BITS[l + 1];

@@ -59,6 +59,7 @@ use crate::metadata::{ALLOC_WORDS, Chunks, KNOWN_ZERO_WORDS, Level, NO_BLOCK};
 use crate::pallocbits::{PallocBits, PallocData};
 use crate::ranges::AddrRanges;
 use crate::summary::{FREE_CHUNK_SUM, PallocSum};
+use crate::whole::is_whole_chunk;
 
 /// What grown memory holds, which decides its known-zero bits.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -282,6 +283,9 @@ impl<'m> PageAlloc<'m> {
     /// Marks `[base, base + npages pages)` allocated without checks and returns how many
     /// of its pages were known to be zero. Go: `(*pageAlloc).allocRange`.
     pub(crate) fn alloc_range_unchecked(&mut self, base: u64, npages: usize) -> usize {
+        if is_whole_chunk(base, npages) {
+            return self.alloc_chunk(ChunkIdx::of(base)).1;
+        }
         if npages == 1 {
             let (ci, i) = (ChunkIdx::of(base), chunk_page_index(base));
             let k = self.grown_slot(ci);
@@ -669,6 +673,9 @@ impl<'m> PageAlloc<'m> {
     /// [`PageAlloc::free`] past its fast path.
     #[inline(never)]
     fn free_checked(&mut self, base: u64, npages: usize) -> Result<(), RangeOpError> {
+        if is_whole_chunk(base, npages) && self.free_chunk_handed_out(base) {
+            return Ok(());
+        }
         self.check_range(base, npages)?;
         if let Err(page) = self.handed_out().take(base, npages) {
             return Err(self.why_not_handed_out(base, npages, page));

@@ -11,12 +11,13 @@
 //! No timing is asserted; the tests only count.
 
 use std::sync::Barrier;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use pagealloc::testutil::PAGE_SIZE;
 use pagealloc::testutil::{HeapMetadata, Rng};
+use pagealloc::testutil::{PAGE_SIZE, PALLOC_CHUNK_PAGES as CHUNK_PAGES};
 use pagealloc::{
-    AddrRange, Contents, FreeBatch, HandedOut, MetadataLayout, PageAlloc, PageCache, RangeOpError,
+    AddrRange, Constraints, Contents, FreeBatch, HandedOut, MetadataLayout, PageAlloc, PageCache,
+    RangeOpError,
 };
 use spin::Mutex;
 
@@ -113,6 +114,113 @@ fn racing_frees_of_one_page_succeed_exactly_once_2_threads() {
 #[test]
 fn racing_frees_of_one_page_succeed_exactly_once_4_threads() {
     race_frees(4, 5_000, 16);
+}
+
+/// A free of a whole 2 MiB chunk under the lock races lock-free frees of single pages
+/// inside it (each invalid for one of the two callers; the test only asks that exactly
+/// one kind wins): either the chunk free wins and every single free is refused, or some
+/// single frees win and the chunk free is refused, having restored every bit it cleared,
+/// so the rest of the chunk can still be freed page by page.
+fn race_chunk_frees(threads: usize, iterations: usize) {
+    let mut md = HeapMetadata::default();
+    let pa = grown(&mut md, 16 * MIB);
+    let total = pa.total_pages();
+    let h = pa.handed_out();
+    let zone = Mutex::new(pa);
+    let chunk = AtomicU64::new(0);
+    let chunk_won = AtomicBool::new(false);
+    // The page each thread's free won this round, or `NONE`.
+    const NONE: u64 = u64::MAX;
+    let page_won: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(NONE)).collect();
+    let rounds_lost_by_chunk = AtomicUsize::new(0);
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (zone, chunk, chunk_won, page_won, lost, barrier) = (
+                &zone,
+                &chunk,
+                &chunk_won,
+                &page_won,
+                &rounds_lost_by_chunk,
+                &barrier,
+            );
+            s.spawn(move || {
+                let mut batch = FreeBatch::new();
+                let mut rng = Rng(0x51ed_270b * (t as u64 + 1));
+                for it in 0..iterations {
+                    if t == 0 {
+                        let a = zone
+                            .lock()
+                            .alloc_constrained(CHUNK_PAGES, Constraints::aligned(CHUNK_PAGES))
+                            .unwrap();
+                        chunk.store(a.base, Ordering::Relaxed);
+                        chunk_won.store(false, Ordering::Relaxed);
+                    }
+                    page_won[t].store(NONE, Ordering::Relaxed);
+                    barrier.wait();
+                    let base = chunk.load(Ordering::Relaxed);
+                    if t == 0 {
+                        match zone.lock().free(base, CHUNK_PAGES) {
+                            Ok(()) => chunk_won.store(true, Ordering::Relaxed),
+                            Err(RangeOpError::Held { .. } | RangeOpError::NotAllocated { .. }) => {}
+                            Err(e) => panic!("round {it}: free of chunk {base:#x}: {e}"),
+                        }
+                    } else {
+                        let page = base + rng.below(CHUNK_PAGES as u64) * PAGE_SIZE;
+                        match batch.free(h, page) {
+                            Ok(()) => page_won[t].store(page, Ordering::Relaxed),
+                            Err(RangeOpError::NotHandedOut { .. }) => {}
+                            Err(e) => panic!("thread {t}, round {it}: free of {page:#x}: {e}"),
+                        }
+                    }
+                    barrier.wait();
+                    if t == 0 {
+                        let won: Vec<u64> = page_won[1..]
+                            .iter()
+                            .map(|w| w.load(Ordering::Relaxed))
+                            .filter(|&p| p != NONE)
+                            .collect();
+                        let mut z = zone.lock();
+                        if chunk_won.load(Ordering::Relaxed) {
+                            assert!(won.is_empty(), "round {it}: chunk and pages {won:x?} freed");
+                        } else {
+                            assert!(!won.is_empty(), "round {it}: nothing was freed");
+                            lost.fetch_add(1, Ordering::Relaxed);
+                            // Every other page of the chunk is still handed out.
+                            for p in 0..CHUNK_PAGES as u64 {
+                                let page = base + p * PAGE_SIZE;
+                                if !won.contains(&page) {
+                                    z.free(page, 1).unwrap();
+                                }
+                            }
+                        }
+                    }
+                    barrier.wait();
+                    let n = batch.len();
+                    assert_eq!(batch.flush(&mut zone.lock()), Ok(n));
+                    barrier.wait();
+                }
+            });
+        }
+    });
+    let pa = zone.into_inner();
+    eprintln!(
+        "{threads} threads: the chunk free lost {} of {iterations} rounds",
+        rounds_lost_by_chunk.load(Ordering::Relaxed)
+    );
+    assert_eq!(pa.free_pages(), total);
+    assert_eq!(pa.held_pages(), 0);
+    pa.check_invariants().unwrap();
+}
+
+#[test]
+fn a_chunk_free_racing_page_frees_inside_it_2_threads() {
+    race_chunk_frees(2, 5_000);
+}
+
+#[test]
+fn a_chunk_free_racing_page_frees_inside_it_4_threads() {
+    race_chunk_frees(4, 3_000);
 }
 
 /// Per-thread state for the churn: the cache, the batch and the pages held.
