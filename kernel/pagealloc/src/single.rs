@@ -74,11 +74,27 @@ impl<'m> PageAlloc<'m> {
     /// Page `i` of chunk `ci` (pool entry `k`) alone was flipped (freed if `freed`). A
     /// fresh leaf that the flip leaves as it was stays fresh; otherwise the path to the
     /// root goes stale. A stale leaf costs nothing more.
-    #[inline]
+    ///
+    /// The stale test is inlined into the fast paths (most flips in a run of changes find
+    /// the leaf stale already); the rest is a call.
+    #[inline(always)]
     pub(crate) fn one_page_flipped(&mut self, ci: ChunkIdx, k: usize, i: usize, freed: bool) {
-        if let Some(old) = self.summary[LEAF].cached(ci.0)
-            && !one_page_keeps_summary(self.chunks.load_alloc(k).words(), i, old, freed)
-        {
+        if let Some(old) = self.summary[LEAF].cached(ci.0) {
+            self.fresh_leaf_flipped(ci, k, i, freed, old);
+        }
+    }
+
+    /// [`PageAlloc::one_page_flipped`] when the leaf was fresh, holding `old`.
+    #[inline(never)]
+    fn fresh_leaf_flipped(
+        &mut self,
+        ci: ChunkIdx,
+        k: usize,
+        i: usize,
+        freed: bool,
+        old: PallocSum,
+    ) {
+        if !one_page_keeps_summary(self.chunks.load_alloc(k).words(), i, old, freed) {
             self.mark_chunk_stale(ci);
         }
     }
