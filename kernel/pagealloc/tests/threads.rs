@@ -10,8 +10,9 @@
 //!
 //! No timing is asserted; the tests only count.
 
-use std::sync::Barrier;
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Barrier, Once};
 
 use pagealloc::testutil::{HeapMetadata, Rng};
 use pagealloc::testutil::{PAGE_SIZE, PALLOC_CHUNK_PAGES as CHUNK_PAGES};
@@ -23,6 +24,23 @@ use spin::Mutex;
 
 const MIB: u64 = 1 << 20;
 
+/// Makes a panic on any thread end the test binary at once, after printing it: the other
+/// threads of these tests would otherwise wait at their `Barrier` forever, and a failure
+/// would show as a hang (there is no timeout on host tests).
+fn abort_on_panic() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            // Straight to stderr: the harness's captured output dies with the process.
+            let _ = writeln!(
+                std::io::stderr(),
+                "{info}\naborting: a thread of a racing test panicked"
+            );
+            std::process::abort();
+        }));
+    });
+}
+
 fn grown(md: &mut HeapMetadata, size: u64) -> PageAlloc<'_> {
     let r = AddrRange::new(0, size);
     let mut pa = md.page_alloc(MetadataLayout::for_regions(&[r]).unwrap());
@@ -31,6 +49,7 @@ fn grown(md: &mut HeapMetadata, size: u64) -> PageAlloc<'_> {
 }
 
 fn race_frees(threads: usize, iterations: usize, pages_per_round: usize) {
+    abort_on_panic();
     let mut md = HeapMetadata::default();
     let pa = grown(&mut md, 16 * MIB);
     let total = pa.total_pages();
@@ -122,6 +141,7 @@ fn racing_frees_of_one_page_succeed_exactly_once_4_threads() {
 /// single frees win and the chunk free is refused, having restored every bit it cleared,
 /// so the rest of the chunk can still be freed page by page.
 fn race_chunk_frees(threads: usize, iterations: usize) {
+    abort_on_panic();
     let mut md = HeapMetadata::default();
     let pa = grown(&mut md, 16 * MIB);
     let total = pa.total_pages();
@@ -259,6 +279,7 @@ fn unstamp(table: &[AtomicU32], id: u32, base: u64, npages: usize) {
 }
 
 fn churn(threads: usize, ops: usize) {
+    abort_on_panic();
     let size = 8 * MIB;
     let mut md = HeapMetadata::default();
     let pa = grown(&mut md, size);
