@@ -280,8 +280,9 @@ impl<'m> HandedOut<'m> {
     }
 
     /// Takes back every page of the chunk in pool slot `k`, whose first page is `base`:
-    /// [`HandedOut::take`] for a whole chunk (a 2 MiB free). Looks first, then clears
-    /// each word with one `swap`; a take that loses a race restores what it cleared.
+    /// [`HandedOut::take`] for a whole chunk, for the 2 MiB free's fast path (`whole.rs`;
+    /// when it refuses, the general path's `take` finds the same page). Looks first, then
+    /// clears each word with one `swap`; a take that loses a race restores what it cleared.
     pub(crate) fn take_chunk(&self, k: usize, base: u64) -> Result<(), u64> {
         let words = self.chunk_words(k);
         let page_of = |j: usize, clear: u64| {
@@ -315,12 +316,6 @@ impl<'m> HandedOut<'m> {
             return match self.word(base) {
                 Some(w) if take_one(w, base) => Ok(()),
                 _ => Err(base),
-            };
-        }
-        if is_whole_chunk(base, npages) {
-            return match self.slot(ChunkIdx::of(base)) {
-                Some(k) => self.take_chunk(k, base),
-                None => Err(base),
             };
         }
         self.take_slow(base, npages)
